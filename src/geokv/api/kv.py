@@ -1,0 +1,107 @@
+"""etcd's KV service (Range, Put, DeleteRange, Txn, Compact) over a runtime Member."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from geokv import errors
+from geokv.api import convert, validate
+from geokv.api.status import unary
+from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from geokv.kv import types as kvt
+
+READ_MODE_KEY = "geokv-read-mode"
+MAX_STALENESS_KEY = "geokv-max-staleness-ms"
+STALENESS_TRAILER_KEY = "geokv-staleness-ms"
+READ_MODES = ("linearizable", "lease", "serializable", "bounded")
+
+
+def read_mode_of(context: grpc.aio.ServicerContext, serializable: bool) -> tuple[str, int | None]:
+    """The read mode a request asks for: geokv metadata first, then etcd's flag."""
+    mode = "serializable" if serializable else "linearizable"
+    max_staleness_ms: int | None = None
+    md = context.invocation_metadata()
+    if md:
+        for item in md:
+            k = item[0]
+            if k == READ_MODE_KEY:
+                mode = item[1] if isinstance(item[1], str) else item[1].decode()
+                if mode not in READ_MODES:
+                    raise errors.InvalidArgument(
+                        f"geokv: unknown read mode {mode!r} (want one of {', '.join(READ_MODES)})")
+            elif k == MAX_STALENESS_KEY:
+                raw = item[1] if isinstance(item[1], str) else item[1].decode()
+                try:
+                    max_staleness_ms = int(raw)
+                except ValueError:
+                    raise errors.InvalidArgument(f"geokv: bad {MAX_STALENESS_KEY} {raw!r}") from None
+                if max_staleness_ms < 0:
+                    raise errors.InvalidArgument(f"geokv: negative {MAX_STALENESS_KEY}")
+    return mode, max_staleness_ms
+
+
+async def propose(member: Any, cmd: Any) -> Any:
+    """Propose ``cmd`` and return its result, raising it if the store refused it."""
+    res = await member.propose(cmd)
+    if isinstance(res, BaseException):
+        raise res
+    return res
+
+
+class KVService(rpc_pb2_grpc.KVServicer):
+    def __init__(self, member: Any, limits: validate.Limits) -> None:
+        self.member = member
+        self.limits = limits
+
+    async def _read(self, r: kvt.Range, context: grpc.aio.ServicerContext, serializable: bool) -> Any:
+        mode, max_staleness_ms = read_mode_of(context, serializable)
+        if mode == "linearizable":
+            return await self.member.read(r)
+        if max_staleness_ms is not None:
+            res = await self.member.read(r, mode=mode, max_staleness_ms=max_staleness_ms)
+        else:
+            res = await self.member.read(r, mode=mode)
+        if mode == "bounded":
+            staleness = getattr(res, "staleness_ms", None)
+            if staleness is None:
+                staleness = getattr(self.member, "last_read_staleness_ms", None)
+            if staleness is not None:
+                context.set_trailing_metadata(((STALENESS_TRAILER_KEY, str(int(staleness))),))
+        return res
+
+    @unary("Range")
+    async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.RangeResponse:
+        validate.check_range(request)
+        res = await self._read(convert.range_from_pb(request), context, request.serializable)
+        return convert.range_result_to_pb(res, convert.header_pb(self.member.header(), res.revision),
+                                          request.keys_only)
+
+    @unary("Put")
+    async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.PutResponse:
+        validate.check_put(request, self.limits)
+        res = await propose(self.member, convert.put_from_pb(request))
+        return convert.put_result_to_pb(res, convert.header_pb(self.member.header(), res.revision))
+
+    @unary("DeleteRange")
+    async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest,
+                          context: grpc.aio.ServicerContext) -> rpc_pb2.DeleteRangeResponse:
+        validate.check_delete(request)
+        res = await propose(self.member, convert.delete_from_pb(request))
+        return convert.delete_result_to_pb(res, convert.header_pb(self.member.header(), res.revision))
+
+    @unary("Txn")
+    async def Txn(self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.TxnResponse:
+        validate.check_txn(request, self.limits)
+        txn = convert.txn_from_pb(request)
+        res = await propose(self.member, txn)
+        ops = txn.success if res.succeeded else txn.failure
+        return convert.txn_result_to_pb(res, convert.header_pb(self.member.header(), res.revision), ops)
+
+    @unary("Compact")
+    async def Compact(self, request: rpc_pb2.CompactionRequest,
+                      context: grpc.aio.ServicerContext) -> rpc_pb2.CompactionResponse:
+        validate.check_compact(request)
+        res = await propose(self.member, kvt.Compact(revision=request.revision, physical=request.physical))
+        return rpc_pb2.CompactionResponse(header=convert.header_pb(self.member.header(), res.revision))

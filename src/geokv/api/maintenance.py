@@ -1,0 +1,129 @@
+"""etcd's Maintenance service (Status, Snapshot, Hash, HashKV, Alarm, Defragment,
+MoveLeader) over a runtime Member."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import tempfile
+from typing import Any
+
+import grpc
+
+from geokv import errors
+from geokv.api import convert
+from geokv.api.status import stream, unary
+from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+SNAPSHOT_CHUNK_BYTES = 32 * 1024  # etcd sends snapshots in 32 KiB pieces
+ETCD_VERSION = "3.4.0"  # the API level geokv speaks; etcd clients gate features on it
+
+
+async def maybe_await(x: Any) -> Any:
+    if inspect.isawaitable(x):
+        return await x
+    return x
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, member: Any) -> None:
+        self.member = member
+
+    def _header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return convert.header_pb(self.member.header(), revision)
+
+    @unary("Status")
+    async def Status(self, request: rpc_pb2.StatusRequest,
+                     context: grpc.aio.ServicerContext) -> rpc_pb2.StatusResponse:
+        st = await maybe_await(self.member.status())
+        g = st.get
+        return rpc_pb2.StatusResponse(
+            header=self._header(),
+            version=str(g("version") or ETCD_VERSION),
+            dbSize=int(g("db_size", 0) or 0),
+            leader=int(g("leader", 0) or 0),
+            raftIndex=int(g("raft_index", 0) or 0),
+            raftTerm=int(g("raft_term", 0) or 0),
+            raftAppliedIndex=int(g("raft_applied_index", 0) or 0),
+            errors=[str(e) for e in (g("errors") or [])],
+            dbSizeInUse=int(g("db_size_in_use", g("db_size", 0)) or 0),
+            isLearner=bool(g("is_learner", False)),
+            region=str(g("region", "") or ""),
+            zone=str(g("zone", "") or ""),
+            read_mode_default=str(g("read_mode_default", "") or ""),
+            applied_lag_ms=int(g("applied_lag_ms", 0) or 0),
+            leader_region=str(g("leader_region", "") or ""),
+        )
+
+    @unary("Hash")
+    async def Hash(self, request: rpc_pb2.HashRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.HashResponse:
+        h, rev, _compact = await maybe_await(self.member.hash_kv(0))
+        return rpc_pb2.HashResponse(header=self._header(rev), hash=h & 0xFFFFFFFF)
+
+    @unary("HashKV")
+    async def HashKV(self, request: rpc_pb2.HashKVRequest,
+                     context: grpc.aio.ServicerContext) -> rpc_pb2.HashKVResponse:
+        if request.revision < 0:
+            raise errors.InvalidArgument("etcdserver: negative revision")
+        h, rev, compact = await maybe_await(self.member.hash_kv(request.revision))
+        return rpc_pb2.HashKVResponse(header=self._header(rev), hash=h & 0xFFFFFFFF, compact_revision=compact)
+
+    @unary("Alarm")
+    async def Alarm(self, request: rpc_pb2.AlarmRequest,
+                    context: grpc.aio.ServicerContext) -> rpc_pb2.AlarmResponse:
+        alarms = await maybe_await(self.member.alarms(request.action, request.memberID, request.alarm))
+        out = []
+        for a in alarms or ():
+            if isinstance(a, dict):
+                out.append(rpc_pb2.AlarmMember(memberID=int(a.get("member_id", 0)), alarm=int(a.get("alarm", 0))))
+            else:
+                mid, kind = a
+                out.append(rpc_pb2.AlarmMember(memberID=int(mid), alarm=int(kind)))
+        return rpc_pb2.AlarmResponse(header=self._header(), alarms=out)
+
+    @unary("Defragment")
+    async def Defragment(self, request: rpc_pb2.DefragmentRequest,
+                         context: grpc.aio.ServicerContext) -> rpc_pb2.DefragmentResponse:
+        await maybe_await(self.member.defragment())
+        return rpc_pb2.DefragmentResponse(header=self._header())
+
+    @unary("MoveLeader")
+    async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest,
+                         context: grpc.aio.ServicerContext) -> rpc_pb2.MoveLeaderResponse:
+        if request.targetID == 0:
+            raise errors.BadLeaderTransferee()
+        await self.member.move_leader(request.targetID)
+        return rpc_pb2.MoveLeaderResponse(header=self._header())
+
+    @stream("Snapshot")
+    async def Snapshot(self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext) -> Any:
+        """Stream a point-in-time copy of the store: first spooled to a temp file so the
+        total size (``remaining_bytes``) is known and the store is not held open while a
+        slow client reads."""
+        header = self._header()
+        fd, path = tempfile.mkstemp(prefix="geokv-snap-")
+        try:
+            with os.fdopen(fd, "w+b") as f:
+                src = self.member.snapshot_stream()
+                if hasattr(src, "__aiter__"):
+                    async for chunk in src:
+                        f.write(chunk)
+                else:
+                    for chunk in await maybe_await(src) if inspect.isawaitable(src) else src:
+                        f.write(chunk)
+                total = f.tell()
+                f.seek(0)
+                sent = 0
+                while True:
+                    blob = f.read(SNAPSHOT_CHUNK_BYTES)
+                    if not blob:
+                        break
+                    sent += len(blob)
+                    yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=total - sent, blob=blob)
+                    await asyncio.sleep(0)
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

@@ -1,0 +1,222 @@
+"""The watch hub: fans applied MVCC events out to watchers.
+
+The driver loop calls ``hub.publish(events, revision)`` after each applied batch. That
+call must be cheap and never block, so every watcher owns a bounded queue of batches
+(``WATCHER_QUEUE_BATCHES_MAX``). A watcher whose queue is full is marked *unsynced*:
+publish stops feeding it, and when its consumer has drained what was queued it
+catches up by reading ``store.events()`` in bounded pages (``CATCHUP_EVENTS_MAX``)
+until it reaches the store's revision, then rejoins the live feed. Watchers that start
+in the past begin unsynced the same way.
+
+Invariant: a watcher delivers every matching event with revision >= its start
+revision exactly once and in revision order; all events of one revision are delivered
+in the same batch. ``next_rev`` is the smallest revision not yet delivered; live
+batches drop events below it, which makes a catch-up racing a publish harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Iterable
+
+from geokv import errors
+
+WATCHER_QUEUE_BATCHES_MAX = 256  # live batches buffered per watcher before catch-up mode
+CATCHUP_EVENTS_MAX = 1000  # events read from the store per catch-up page
+WATCHERS_MAX = 100_000  # watchers per hub
+
+FILTER_NOPUT = 0
+FILTER_NODELETE = 1
+EVENT_PUT = 0
+EVENT_DELETE = 1
+
+
+class Watcher:
+    """One subscription. Consume with ``await watcher.next_batch()``."""
+
+    __slots__ = (
+        "hub", "key", "range_end", "prev_kv", "no_put", "no_delete", "next_rev",
+        "_queue", "_synced", "_closed", "_wakeup", "_all_keys",
+    )
+
+    def __init__(self, hub: WatchHub, key: bytes, range_end: bytes, start_rev: int,
+                 prev_kv: bool, filters: Iterable[int]) -> None:
+        self.hub = hub
+        self.key = key
+        self.range_end = range_end
+        self._all_keys = range_end == b"\x00"
+        self.prev_kv = prev_kv
+        filters = set(filters)
+        self.no_put = FILTER_NOPUT in filters
+        self.no_delete = FILTER_NODELETE in filters
+        self.next_rev = start_rev
+        self._queue: deque[tuple[list[Any], int]] = deque()
+        self._synced = False
+        self._closed = False
+        self._wakeup = asyncio.Event()
+
+    # --- matching -------------------------------------------------------------------
+    def matches_key(self, k: bytes) -> bool:
+        if not self.range_end:
+            return k == self.key
+        if self._all_keys:
+            return k >= self.key
+        return self.key <= k < self.range_end
+
+    def _filter(self, events: Iterable[Any]) -> list[Any]:
+        out = []
+        next_rev = self.next_rev
+        for ev in events:
+            kv = ev.kv
+            if kv.mod_revision < next_rev:
+                continue
+            if ev.type == EVENT_PUT:
+                if self.no_put:
+                    continue
+            elif self.no_delete:
+                continue
+            if self.matches_key(kv.key):
+                out.append(ev)
+        return out
+
+    # --- producer side (called by the hub, never blocks) ------------------------------
+    def _offer(self, events: list[Any], revision: int) -> None:
+        if not self._synced:
+            return
+        if len(self._queue) >= WATCHER_QUEUE_BATCHES_MAX:
+            # Too slow: stop buffering; the consumer catches up from the store.
+            self._synced = False
+            self.hub._slow_watchers_total += 1
+            self._wakeup.set()
+            return
+        matched = self._filter(events)
+        if not matched:
+            if not self._queue:
+                # Nothing pending and nothing new for us: everything up to here is seen.
+                self.next_rev = max(self.next_rev, revision + 1)
+            return
+        self._queue.append((matched, revision))
+        self._wakeup.set()
+
+    # --- consumer side ----------------------------------------------------------------
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.hub._remove(self)
+            self._wakeup.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _catch_up_page(self) -> tuple[list[Any], int] | None:
+        """Read one page of past events; mark synced when the store is reached.
+
+        Runs without an await so no publish can interleave between reading the
+        store's revision and joining the live feed. Raises errors.Compacted.
+        """
+        store = self.hub.store
+        current = store.revision
+        if self.next_rev > current:
+            self._synced = True
+            return None
+        events = store.events(self.next_rev, None, key=self.key, range_end=self.range_end,
+                              limit=CATCHUP_EVENTS_MAX)
+        if len(events) >= CATCHUP_EVENTS_MAX:
+            last_rev = events[-1].kv.mod_revision
+            whole = [e for e in events if e.kv.mod_revision < last_rev]
+            if whole:
+                events = whole
+                upto = last_rev - 1
+            else:
+                # One revision holds more than a page: read that revision alone, whole.
+                events = store.events(last_rev, last_rev + 1, key=self.key, range_end=self.range_end,
+                                      limit=1 << 62)
+                upto = last_rev
+        else:
+            upto = current
+        out = self._filter(events)
+        self.next_rev = upto + 1
+        if upto >= current:
+            self._synced = True
+        return out, upto
+
+    async def next_batch(self, timeout_s: float | None = None) -> tuple[list[Any], int] | None:
+        """Return ``(events, revision)``: the matching events (maybe empty) up to and
+        including ``revision``. Returns None on timeout or when closed.
+        Raises errors.Compacted when the start revision has been compacted."""
+        while True:
+            if self._closed:
+                return None
+            if self._queue:
+                events, revision = self._queue.popleft()
+                if revision < self.next_rev:
+                    continue  # already delivered by a catch-up read
+                self.next_rev = revision + 1
+                return events, revision
+            if not self._synced:
+                page = self._catch_up_page()
+                if page is not None:
+                    return page
+                continue
+            self._wakeup.clear()
+            if timeout_s is None:
+                await self._wakeup.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+                except TimeoutError:
+                    return None
+
+    def __aiter__(self) -> Watcher:
+        return self
+
+    async def __anext__(self) -> tuple[list[Any], int]:
+        batch = await self.next_batch()
+        if batch is None:
+            raise StopAsyncIteration
+        return batch
+
+
+class WatchHub:
+    """Registry of watchers over one MVCC store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._watchers: set[Watcher] = set()
+        self._published_batches_total = 0
+        self._slow_watchers_total = 0
+
+    def subscribe(self, key: bytes, range_end: bytes = b"", start_rev: int = 0,
+                  prev_kv: bool = False, filters: Iterable[int] = ()) -> Watcher:
+        """Start watching ``[key, range_end)`` from ``start_rev`` (0 = from now)."""
+        if len(self._watchers) >= WATCHERS_MAX:
+            raise errors.TooManyRequests()
+        current = self.store.revision
+        w = Watcher(self, key, range_end, start_rev if start_rev > 0 else current + 1, prev_kv, filters)
+        # In the past: catch up from the store first. Otherwise join the live feed.
+        w._synced = w.next_rev > current
+        self._watchers.add(w)
+        return w
+
+    def publish(self, events: list[Any], revision: int) -> None:
+        """Hand an applied batch to every watcher. Never blocks, never raises."""
+        self._published_batches_total += 1
+        for w in self._watchers:
+            w._offer(events, revision)
+
+    def _remove(self, w: Watcher) -> None:
+        self._watchers.discard(w)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "watchers": len(self._watchers),
+            "unsynced_watchers": sum(1 for w in self._watchers if not w._synced),
+            "published_batches_total": self._published_batches_total,
+            "slow_watchers_total": self._slow_watchers_total,
+        }
