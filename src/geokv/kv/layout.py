@@ -1,0 +1,132 @@
+"""The byte layout of the MVCC keyspace inside LMDB, and the scans over it.
+
+One LMDB database ``kv`` holds every stored version of every key::
+
+    esc(key) + b"\\0\\0" + be64(M64 - main_rev) + be32(M32 - sub_rev)  ->  record
+
+``esc`` doubles every NUL byte as ``\\0\\xff``, so ``esc(key) + b"\\0\\0"`` (the key's
+*prefix*) sorts exactly like ``key`` and no prefix is a prefix of another key's prefix.
+The revision is stored inverted, so the versions of one key are adjacent and ordered
+newest first:
+
+* the current version of a key is the first entry >= its prefix (one B-tree descent);
+* the version visible at revision R is the first entry >= prefix + inv(R, max sub);
+* a range scan walks prefixes in key order and skips older versions with one seek.
+
+A record is ``be64 create_revision, be64 version, be64s lease`` followed by the value;
+a deletion (tombstone) is the empty record.  The ``log`` database maps
+``be64 main_rev + be32 sub_rev -> key`` (one row per change, in revision order) and is
+what watch catch-up and compaction walk.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+
+SUFFIX_BYTES = 12  # inverted (main_rev, sub_rev)
+TERMINATOR = b"\x00\x00"
+MAX_LMDB_KEY_BYTES = 511
+MAX_PREFIX_BYTES = MAX_LMDB_KEY_BYTES - SUFFIX_BYTES
+
+REV = struct.Struct(">QI")  # (main, sub), plain in the log, inverted in kv suffixes
+HDR = struct.Struct(">QQq")  # create_revision, version, lease
+HDR_BYTES = HDR.size
+SKIP_SUFFIX = b"\xff" * SUFFIX_BYTES  # sorts after every real suffix of a prefix
+
+_rev_pack = REV.pack
+_rev_unpack = REV.unpack
+_rev_unpack_from = REV.unpack_from
+
+
+def key_prefix(key: bytes) -> bytes:
+    """The order-preserving, prefix-free encoding of a user key."""
+    return key.replace(b"\x00", b"\x00\xff") + TERMINATOR
+
+
+def user_key(prefix: bytes) -> bytes:
+    return prefix[:-2].replace(b"\x00\xff", b"\x00")
+
+
+def version_suffix(main: int, sub: int) -> bytes:
+    return _rev_pack(M64 - main, M32 - sub)
+
+
+def at_suffix(rev: int) -> bytes:
+    """Seek target suffix: the newest version with main_rev <= rev sorts at or after it."""
+    return _rev_pack(M64 - rev, 0)
+
+
+def split_suffix(ckey: bytes) -> tuple[int, int]:
+    """(main_rev, sub_rev) of a composite kv key."""
+    inv_main, inv_sub = _rev_unpack_from(ckey, len(ckey) - SUFFIX_BYTES)
+    return M64 - inv_main, M32 - inv_sub
+
+
+def main_of(ckey: bytes) -> int:
+    return M64 - _rev_unpack_from(ckey, len(ckey) - SUFFIX_BYTES)[0]
+
+
+def log_key(main: int, sub: int) -> bytes:
+    return _rev_pack(main, sub)
+
+
+def bounds(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None] | None:
+    """Encoded [lo, hi) of an etcd range (hi None: unbounded); None when it is empty.
+
+    Only for real ranges (range_end non-empty); a single key is looked up directly.
+    """
+    if range_end == b"\x00":
+        return key_prefix(key), None
+    if range_end <= key:
+        return None
+    return key_prefix(key), key_prefix(range_end)
+
+
+def scan_live(cur, key: bytes, range_end: bytes, at_rev: int) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """Yield (prefix, composite key, record) of every key live at ``at_rev`` in the range.
+
+    ``cur`` is a cursor on the kv database; ``at_rev`` 0 means the newest state.  Keys
+    come in ascending order.  The cursor must not be used elsewhere until the generator
+    is exhausted or dropped.
+    """
+    if not range_end:
+        prefix = key_prefix(key)
+        if len(prefix) > MAX_PREFIX_BYTES:
+            return  # longer than any key the store can hold
+        if cur.set_range(prefix + at_suffix(at_rev) if at_rev else prefix):
+            k = cur.key()
+            if k.startswith(prefix):
+                rec = cur.value()
+                if rec:
+                    yield prefix, k, rec
+        return
+    b = bounds(key, range_end)
+    if b is None:
+        return
+    lo, hi = b
+    long_lo = len(lo) > MAX_PREFIX_BYTES
+    ok = cur.set_range(lo[:MAX_PREFIX_BYTES] if long_lo else lo)
+    while ok:
+        k = cur.key()
+        if hi is not None and k >= hi:
+            return
+        if long_lo and k < lo:
+            ok = cur.next()
+            continue
+        prefix = k[:-SUFFIX_BYTES]
+        if at_rev and main_of(k) > at_rev:
+            if not cur.set_range(prefix + at_suffix(at_rev)):
+                return
+            k = cur.key()
+            if not k.startswith(prefix):
+                continue  # no version at or before at_rev: now on the next key's newest
+        rec = cur.value()
+        if rec:
+            yield prefix, k, rec
+        ok = cur.next()
+        if ok and cur.key().startswith(prefix):
+            ok = cur.set_range(prefix + SKIP_SUFFIX)

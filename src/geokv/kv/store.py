@@ -1,0 +1,874 @@
+"""MVCCStore: etcd's MVCC keyspace, leases and membership table on LMDB.
+
+Durability rule.  LMDB runs with ``sync=False, metasync=False``: a commit reaches the OS
+page cache but is not fsynced.  The Raft WAL is the durable record, and the applied Raft
+index is written in the same LMDB transaction as the data it produced, so LMDB's state
+is always "everything up to ``applied_index``", never a mix.  Hence:
+
+* after a process crash (kill -9) nothing committed is lost: the page cache survives;
+* after an OS crash or power loss LMDB may lose its last transactions (it comes back at
+  an older ``applied_index`` with exactly the data of that index) and the runtime
+  replays the WAL from ``applied_index + 1``; ``apply_batch`` skips indexes it already
+  has, so replaying is idempotent.  LMDB only guarantees an intact file after an OS
+  crash without fsync if the filesystem keeps write order, so the store records the
+  boot id while open; ``unclean_reboot`` is True when it was last opened during another
+  boot and never closed, and the runtime must then rebuild it from its latest Raft
+  snapshot (``restore``) plus the WAL instead of trusting the file;
+* ``sync()`` forces everything committed so far to disk.  The runtime must call it before
+  compacting the WAL: the WAL may only be truncated up to an index whose LMDB state is
+  durable (``sync()`` then ``applied_index``).
+
+Determinism.  Every replica applies the same commands in the same order with the same
+results, byte-identical database contents included: compaction is done in bounded
+chunks, one chunk of at most ``COMPACT_CHUNK_LOG_ROWS`` change-log rows after each
+applied command (so it never holds the write path for long and its progress depends
+only on the log), and the space quota is checked against a logical byte count kept in
+the same transaction, not against the file size.
+
+Threads.  One thread applies; reads may come from any thread (each read opens its own
+LMDB read transaction and sees a committed snapshot).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from typing import BinaryIO
+
+import lmdb
+import msgpack
+
+from geokv import errors
+from geokv.kv import layout
+from geokv.kv.layout import HDR, HDR_BYTES, M32, M64, SKIP_SUFFIX, key_prefix, scan_live, user_key
+from geokv.kv.types import (
+    MAX_KEY_BYTES,
+    MAX_TXN_OPS_DEFAULT,
+    Compact,
+    CompactResult,
+    Compare,
+    DeleteRange,
+    DeleteResult,
+    Event,
+    KeyValue,
+    LeaseCheckpoint,
+    LeaseCheckpointResult,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
+    MemberRemove,
+    MemberResult,
+    MemberSet,
+    Noop,
+    NoopResult,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    Txn,
+    TxnResult,
+    validate_command,
+)
+
+QUOTA_BYTES_DEFAULT = 8 << 30
+"""Logical bytes (keys + records + change log) above which writes get NoSpace."""
+MAP_SIZE_PER_QUOTA = 4
+"""LMDB map size is this many times the quota (B-tree pages carry overhead)."""
+COMPACT_CHUNK_LOG_ROWS = 512
+"""Change-log rows one compaction chunk may process (one chunk per applied command)."""
+EVENTS_LIMIT_DEFAULT = 10_000
+"""Events one events() call returns at most (whole revisions only, see events())."""
+
+_STATE_KEY = b"state"
+_STATE = struct.Struct(">QQQQQ12s")  # applied, revision, compact_rev, compact_todo, data_bytes, compact_pos
+_LEASE = struct.Struct(">qq")  # granted ttl, remaining ttl (0: none checkpointed)
+_ID = struct.Struct(">q")
+_MEMBER_ID = struct.Struct(">Q")
+_EVENT_PUT = 0
+_EVENT_DELETE = 1
+_hdr_unpack_from = HDR.unpack_from
+_hdr_pack = HDR.pack
+_version_suffix = layout.version_suffix
+_log_key = layout.log_key
+
+
+def _kv_from(prefix: bytes, ckey: bytes, rec: bytes, key: bytes | None = None) -> KeyValue:
+    create, version, lease = _hdr_unpack_from(rec)
+    return KeyValue(
+        user_key(prefix) if key is None else key,
+        create,
+        layout.main_of(ckey),
+        version,
+        rec[HDR_BYTES:],
+        lease,
+    )
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+class MVCCStore:
+    """The replicated state machine: see the module docstring for the rules it keeps."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int | None = None,
+        quota_bytes: int = QUOTA_BYTES_DEFAULT,
+        max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+    ) -> None:
+        self.path = path
+        self.quota_bytes = quota_bytes
+        self.max_txn_ops = max_txn_ops
+        self.map_size = map_size if map_size is not None else max(quota_bytes * MAP_SIZE_PER_QUOTA, 64 << 20)
+        os.makedirs(path, exist_ok=True)
+        self.unclean_reboot = self._mark_open()
+        self._open_env()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def _open_env(self) -> None:
+        self.env = lmdb.open(
+            self.path,
+            map_size=self.map_size,
+            max_dbs=8,
+            sync=False,
+            metasync=False,
+            readahead=False,
+            max_readers=256,
+        )
+        env = self.env
+        self._kv = env.open_db(b"kv")
+        self._log = env.open_db(b"log")
+        self._lease = env.open_db(b"lease")
+        self._lkeys = env.open_db(b"lease_keys")
+        self._member = env.open_db(b"member")
+        self._meta = env.open_db(b"meta")
+        self._dbs = {b"kv": self._kv, b"log": self._log, b"lease": self._lease, b"lease_keys": self._lkeys,
+                     b"member": self._member, b"meta": self._meta}
+        self._load_state()
+
+    def _load_state(self) -> None:
+        with self.env.begin(db=self._meta) as txn:
+            raw = txn.get(_STATE_KEY)
+        if raw is None:
+            # An empty store is at revision 1, as in etcd: the first write makes revision 2.
+            self._applied, self._rev, self._crev, self._ctodo, self._data_bytes = 0, 1, 0, 0, 0
+            self._cpos = _log_key(0, 0)
+        else:
+            self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos = _STATE.unpack(raw)
+
+    def _state_bytes(self) -> bytes:
+        return _STATE.pack(self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos)
+
+    def _marker_path(self) -> str:
+        return os.path.join(self.path, "geokv-open")
+
+    def _mark_open(self) -> bool:
+        """Record this boot's id; True if the store was left open during another boot."""
+        marker = self._marker_path()
+        unclean = False
+        try:
+            with open(marker) as f:
+                previous = f.read().strip()
+            unclean = previous.startswith("open ") and previous[5:] != _boot_id()
+        except FileNotFoundError:
+            pass
+        tmp = marker + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("open " + _boot_id())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, marker)
+        return unclean
+
+    def sync(self) -> None:
+        """Make every committed transaction durable (fsync data and meta pages)."""
+        self.env.sync(True)
+
+    def close(self) -> None:
+        if self.env is None:
+            return
+        self.env.sync(True)
+        self.env.close()
+        self.env = None
+        with open(self._marker_path(), "w") as f:
+            f.write("closed")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def __enter__(self) -> MVCCStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- state ------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def revision(self) -> int:
+        return self._rev
+
+    @property
+    def compact_revision(self) -> int:
+        return self._crev
+
+    @property
+    def compaction_pending(self) -> bool:
+        """True while a logical compaction still has rows to remove physically."""
+        return self._ctodo != 0
+
+    @property
+    def data_bytes(self) -> int:
+        """Logical size the quota applies to (keys, records and change-log rows)."""
+        return self._data_bytes
+
+    def db_size(self) -> int:
+        """Bytes of the LMDB file in use (pages up to the highest allocated one)."""
+        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+
+    # --- apply ------------------------------------------------------------------------
+
+    def apply_batch(self, items: list[tuple[int, object]]) -> list[tuple[object, list[Event]]]:
+        """Apply (raft_index, command) pairs in one LMDB write transaction.
+
+        Returns one (result or GeoKVError, events) pair per item, in order; an item whose
+        index is <= applied_index was applied before and gets (None, []).  A user error
+        leaves the state unchanged except for the applied index.  Any other exception is a
+        bug: the whole batch is rolled back and the exception propagates.
+        """
+        out: list[tuple[object, list[Event]]] = []
+        handlers = self._handlers
+        try:
+            with self.env.begin(write=True) as txn:
+                self._txn = txn
+                self._cur = txn.cursor(self._kv)
+                for index, cmd in items:
+                    if index <= self._applied:
+                        out.append((None, []))
+                        continue
+                    events: list[Event] = []
+                    self._events = events
+                    self._wrev = self._rev + 1
+                    self._sub = 0
+                    try:
+                        result = handlers[type(cmd)](self, cmd, index)
+                    except errors.GeoKVError as e:
+                        assert self._sub == 0, "a user error after a write would leave a partial command"
+                        result = e
+                    if self._sub:
+                        self._rev = self._wrev
+                    self._applied = index
+                    if self._ctodo:
+                        self._compact_chunk(COMPACT_CHUNK_LOG_ROWS)
+                    out.append((result, events))
+                txn.put(_STATE_KEY, self._state_bytes(), db=self._meta)
+        except BaseException:
+            self._load_state()
+            raise
+        finally:
+            self._txn = self._cur = self._events = None
+        return out
+
+    # Each handler runs inside apply_batch's write transaction; it raises GeoKVError only
+    # before its first write, and records each change by bumping self._sub.
+
+    def _apply_put(self, p: Put, index: int) -> PutResult:
+        validate_command(p)
+        self._check_key(p.key)
+        if p.lease and self._txn.get(_ID.pack(p.lease), db=self._lease) is None:
+            raise errors.LeaseNotFound()
+        self._check_quota(len(p.key) + len(p.value))
+        prev = self._put(p)
+        return PutResult(self._wrev, prev if p.prev_kv else None)
+
+    def _put(self, p: Put) -> KeyValue | None:
+        """Write one put at (self._wrev, self._sub); returns the previous live kv."""
+        key = p.key
+        prefix = key_prefix(key)
+        cur = self._cur
+        txn = self._txn
+        prev = None
+        rec = b""
+        if cur.set_range(prefix):
+            k = cur.key()
+            if k.startswith(prefix):
+                rec = cur.value()
+        if rec:
+            create, version, old_lease = _hdr_unpack_from(rec)
+            prev = KeyValue(key, create, layout.main_of(k), version, rec[HDR_BYTES:], old_lease)
+            version += 1
+        elif p.ignore_value or p.ignore_lease:
+            raise errors.KeyNotFound()
+        else:
+            create, version, old_lease = self._wrev, 1, 0
+        value = prev.value if p.ignore_value else p.value
+        lease = old_lease if p.ignore_lease else p.lease
+        rev, sub = self._wrev, self._sub
+        ckey = prefix + _version_suffix(rev, sub)
+        rec = _hdr_pack(create, version, lease) + value
+        txn.put(ckey, rec, db=self._kv)
+        lkey = _log_key(rev, sub)
+        txn.put(lkey, key, db=self._log)
+        self._data_bytes += len(ckey) + len(rec) + len(lkey) + len(key)
+        if lease != old_lease:
+            if old_lease:
+                txn.delete(_ID.pack(old_lease) + key, db=self._lkeys)
+            if lease:
+                txn.put(_ID.pack(lease) + key, b"", db=self._lkeys)
+        self._sub = sub + 1
+        self._events.append(Event(_EVENT_PUT, KeyValue(key, create, rev, version, value, lease), prev))
+        return prev
+
+    def _apply_delete(self, d: DeleteRange, index: int) -> DeleteResult:
+        validate_command(d)
+        deleted, prev_kvs = self._delete(d.key, d.range_end, d.prev_kv)
+        return DeleteResult(self._wrev if deleted else self._rev, deleted, prev_kvs)
+
+    def _delete(self, key: bytes, range_end: bytes, want_prev: bool) -> tuple[int, list[KeyValue]]:
+        victims = [(prefix, ckey, rec) for prefix, ckey, rec in scan_live(self._cur, key, range_end, 0)]
+        prev_kvs = []
+        for prefix, ckey, rec in victims:
+            kv = _kv_from(prefix, ckey, rec)
+            self._tombstone(prefix, kv)
+            if want_prev:
+                prev_kvs.append(kv)
+        return len(victims), prev_kvs
+
+    def _tombstone(self, prefix: bytes, kv: KeyValue) -> None:
+        rev, sub = self._wrev, self._sub
+        txn = self._txn
+        ckey = prefix + _version_suffix(rev, sub)
+        txn.put(ckey, b"", db=self._kv)
+        lkey = _log_key(rev, sub)
+        txn.put(lkey, kv.key, db=self._log)
+        self._data_bytes += len(ckey) + len(lkey) + len(kv.key)
+        if kv.lease:
+            txn.delete(_ID.pack(kv.lease) + kv.key, db=self._lkeys)
+        self._sub = sub + 1
+        self._events.append(Event(_EVENT_DELETE, KeyValue(kv.key, 0, rev, 0, b"", 0), kv))
+
+    def _apply_range(self, r: Range, index: int) -> RangeResult:
+        validate_command(r)
+        return self._range(self._cur, r, self._rev)
+
+    def _apply_txn(self, t: Txn, index: int) -> TxnResult:
+        validate_command(t, self.max_txn_ops)
+        # As etcd does: every compare on the chosen path, nested ones included, is judged
+        # against the state before the txn, and the requests on that path are checked
+        # before anything is written, so a failing txn writes nothing.
+        path = self._txn_path(t)
+        self._check_path(t, path)
+        responses = self._exec_txn(t, path)
+        rev = self._wrev if self._sub else self._rev
+        return TxnResult(rev, path[0], responses)
+
+    def _txn_path(self, t: Txn) -> tuple[bool, list]:
+        ok = all(self._compare(c) for c in t.compare)
+        branch = t.success if ok else t.failure
+        return ok, [self._txn_path(op) for op in branch if type(op) is Txn]
+
+    def _check_path(self, t: Txn, path: tuple[bool, list]) -> None:
+        nested = iter(path[1])
+        has_put = False
+        for op in t.success if path[0] else t.failure:
+            ot = type(op)
+            if ot is Put:
+                has_put = True
+                self._check_key(op.key)
+                if op.ignore_value or op.ignore_lease:
+                    if next(scan_live(self._cur, op.key, b"", 0), None) is None:
+                        raise errors.KeyNotFound()
+                if op.lease and self._txn.get(_ID.pack(op.lease), db=self._lease) is None:
+                    raise errors.LeaseNotFound()
+            elif ot is Range:
+                if op.revision > self._rev:
+                    raise errors.FutureRev()
+                if 0 < op.revision < self._crev:
+                    raise errors.Compacted()
+            elif ot is Txn:
+                self._check_path(op, next(nested))
+        if has_put:
+            self._check_quota(0)
+
+    def _exec_txn(self, t: Txn, path: tuple[bool, list]) -> list:
+        nested = iter(path[1])
+        responses = []
+        for op in t.success if path[0] else t.failure:
+            ot = type(op)
+            if ot is Put:
+                prev = self._put(op)
+                responses.append(PutResult(self._wrev, prev if op.prev_kv else None))
+            elif ot is DeleteRange:
+                deleted, prev_kvs = self._delete(op.key, op.range_end, op.prev_kv)
+                responses.append(DeleteResult(self._wrev if self._sub else self._rev, deleted, prev_kvs))
+            elif ot is Range:
+                responses.append(self._range(self._cur, op, self._wrev if self._sub else self._rev))
+            else:
+                sub_path = next(nested)
+                inner = self._exec_txn(op, sub_path)
+                responses.append(TxnResult(self._wrev if self._sub else self._rev, sub_path[0], inner))
+        return responses
+
+    def _compare(self, c: Compare) -> bool:
+        kvs = [_kv_from(p, k, r) for p, k, r in scan_live(self._cur, c.key, c.range_end, 0)]
+        if not kvs:
+            if c.target == 3:  # VALUE: a missing key has no value to compare, always false
+                return False
+            kvs = [KeyValue(c.key)]
+        target, result = c.target, c.result
+        for kv in kvs:
+            if target == 0:
+                a, b = kv.version, c.version
+            elif target == 1:
+                a, b = kv.create_revision, c.create_revision
+            elif target == 2:
+                a, b = kv.mod_revision, c.mod_revision
+            elif target == 3:
+                a, b = kv.value, c.value
+            elif target == 4:
+                a, b = kv.lease, c.lease
+            else:
+                raise errors.InvalidArgument("etcdserver: invalid compare target")
+            if result == 0:
+                ok = a == b
+            elif result == 1:
+                ok = a > b
+            elif result == 2:
+                ok = a < b
+            elif result == 3:
+                ok = a != b
+            else:
+                raise errors.InvalidArgument("etcdserver: invalid compare result")
+            if not ok:
+                return False
+        return True
+
+    def _apply_compact(self, c: Compact, index: int) -> CompactResult:
+        if c.revision <= self._crev:
+            raise errors.Compacted()
+        if c.revision > self._rev:
+            raise errors.FutureRev()
+        # Logically compacted at once (older reads fail from now on); the rows are
+        # removed chunk by chunk after the following commands, or all now if physical.
+        self._crev = c.revision
+        self._ctodo = c.revision
+        if c.physical:
+            while self._ctodo:
+                self._compact_chunk(COMPACT_CHUNK_LOG_ROWS)
+        return CompactResult(self._rev)
+
+    def _compact_chunk(self, max_rows: int) -> None:
+        """Remove versions hidden by the pending compaction, walking at most max_rows log rows.
+
+        For each change-log row with main_rev <= target: keep the key's newest version
+        at or before target (drop it too if it is a tombstone older than target) and drop
+        everything older; drop the log row unless it is at target itself (watchers may
+        still start at the compact revision).
+        """
+        target = self._ctodo
+        txn = self._txn
+        logcur = txn.cursor(self._log)
+        kvcur = txn.cursor(self._kv)
+        freed = 0
+        ok = logcur.set_range(self._cpos)
+        rows = 0
+        done = True
+        while ok:
+            lkey = logcur.key()
+            main = struct.unpack_from(">Q", lkey)[0]
+            if main > target:
+                break
+            if rows == max_rows:
+                done = False
+                break
+            rows += 1
+            key = logcur.value()
+            prefix = key_prefix(key)
+            if kvcur.set_range(prefix + layout.at_suffix(target)) and kvcur.key().startswith(prefix):
+                k = kvcur.key()
+                rec = kvcur.value()
+                if not rec and layout.main_of(k) < target:
+                    freed += len(k)
+                    kvcur.delete()
+                else:
+                    kvcur.next()
+                while True:
+                    k = kvcur.key()
+                    if not k.startswith(prefix):
+                        break
+                    freed += len(k) + len(kvcur.value())
+                    if not kvcur.delete():
+                        break
+            if main < target:
+                freed += len(lkey) + len(key)
+                ok = logcur.delete()
+            else:
+                ok = logcur.next()
+        if done:
+            self._ctodo = 0
+            self._cpos = _log_key(target, 0)
+        else:
+            self._cpos = logcur.key()
+        self._data_bytes -= freed
+
+    def _apply_lease_grant(self, g: LeaseGrant, index: int) -> LeaseGrantResult:
+        validate_command(g)
+        lid = g.id
+        if lid == 0:
+            # The leader normally picks the id; a zero id gets one derived from the Raft
+            # index so that every replica picks the same.
+            lid = ((index * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)) or 1
+            while self._txn.get(_ID.pack(lid), db=self._lease) is not None:
+                lid = lid % ((1 << 63) - 1) + 1
+        elif self._txn.get(_ID.pack(lid), db=self._lease) is not None:
+            raise errors.LeaseExist()
+        self._check_quota(_LEASE.size)
+        self._txn.put(_ID.pack(lid), _LEASE.pack(g.ttl, 0), db=self._lease)
+        return LeaseGrantResult(lid, g.ttl, self._rev)
+
+    def _apply_lease_revoke(self, r: LeaseRevoke, index: int) -> LeaseRevokeResult:
+        lkey = _ID.pack(r.id)
+        txn = self._txn
+        if txn.get(lkey, db=self._lease) is None:
+            raise errors.LeaseNotFound()
+        keys = self._lease_keys_in(txn, r.id)
+        deleted = 0
+        for key in keys:  # sorted, so every replica deletes in the same sub-revision order
+            for prefix, ckey, rec in scan_live(self._cur, key, b"", 0):
+                self._tombstone(prefix, _kv_from(prefix, ckey, rec, key))
+                deleted += 1
+        txn.delete(lkey, db=self._lease)
+        return LeaseRevokeResult(self._wrev if self._sub else self._rev, deleted)
+
+    def _apply_lease_checkpoint(self, c: LeaseCheckpoint, index: int) -> LeaseCheckpointResult:
+        lkey = _ID.pack(c.id)
+        raw = self._txn.get(lkey, db=self._lease)
+        if raw is None:
+            raise errors.LeaseNotFound()
+        ttl, _ = _LEASE.unpack(raw)
+        self._txn.put(lkey, _LEASE.pack(ttl, c.remaining_ttl), db=self._lease)
+        return LeaseCheckpointResult(self._rev)
+
+    def _apply_member_set(self, m: MemberSet, index: int) -> MemberResult:
+        mid = m.member.get("id") if isinstance(m.member, dict) else None
+        if not isinstance(mid, int) or isinstance(mid, bool):
+            raise errors.InvalidArgument("etcdserver: member has no integer id")
+        self._txn.put(_MEMBER_ID.pack(mid & M64), msgpack.packb(m.member, use_bin_type=True), db=self._member)
+        return MemberResult(self._rev, self._members_in(self._txn))
+
+    def _apply_member_remove(self, m: MemberRemove, index: int) -> MemberResult:
+        if not self._txn.delete(_MEMBER_ID.pack(m.id & M64), db=self._member):
+            raise errors.MemberNotFound()
+        return MemberResult(self._rev, self._members_in(self._txn))
+
+    def _apply_noop(self, n: Noop, index: int) -> NoopResult:
+        return NoopResult(self._rev)
+
+    _handlers = {
+        Put: _apply_put,
+        DeleteRange: _apply_delete,
+        Range: _apply_range,
+        Txn: _apply_txn,
+        Compact: _apply_compact,
+        LeaseGrant: _apply_lease_grant,
+        LeaseRevoke: _apply_lease_revoke,
+        LeaseCheckpoint: _apply_lease_checkpoint,
+        MemberSet: _apply_member_set,
+        MemberRemove: _apply_member_remove,
+        Noop: _apply_noop,
+    }
+
+    def _check_key(self, key: bytes) -> None:
+        if len(key) + key.count(b"\x00") > MAX_KEY_BYTES:
+            raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
+
+    def _check_quota(self, cost: int) -> None:
+        if self._data_bytes + cost > self.quota_bytes:
+            raise errors.NoSpace()
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _read_state(self, txn) -> tuple[int, int]:
+        """(revision, compact_revision) as of a read transaction."""
+        raw = txn.get(_STATE_KEY, db=self._meta)
+        if raw is None:
+            return 1, 0
+        _, rev, crev, _, _, _ = _STATE.unpack(raw)
+        return rev, crev
+
+    def range(self, r: Range) -> RangeResult:
+        """etcd Range at r.revision (0: now); raises Compacted / FutureRev / EmptyKey."""
+        if not r.key:
+            raise errors.EmptyKey()
+        with self.env.begin() as txn:
+            rev, crev = self._read_state(txn)
+            return self._range(txn.cursor(self._kv), r, rev, crev)
+
+    def get(self, key: bytes) -> KeyValue | None:
+        """The current KeyValue of one key, or None (one LMDB seek)."""
+        prefix = key_prefix(key)
+        with self.env.begin() as txn:
+            cur = txn.cursor(self._kv)
+            if cur.set_range(prefix):
+                k, rec = cur.item()
+                if rec and k.startswith(prefix):
+                    return _kv_from(prefix, k, rec, key)
+        return None
+
+    def _range(self, cur, r: Range, cur_rev: int, crev: int | None = None) -> RangeResult:
+        if crev is None:
+            crev = self._crev
+        rev = r.revision
+        if rev > cur_rev:
+            raise errors.FutureRev()
+        if rev > 0 and rev < crev:
+            raise errors.Compacted()
+        at = rev if 0 < rev < cur_rev else 0
+        key = r.key
+        if not r.range_end and not (r.min_mod_revision or r.max_mod_revision or r.min_create_revision
+                                    or r.max_create_revision):
+            # Single key: at most one result, so limits, sorting and filters are moot.
+            for prefix, ckey, rec in scan_live(cur, key, b"", at):
+                if r.count_only:
+                    return RangeResult([], False, 1, cur_rev)
+                kv = _kv_from(prefix, ckey, rec, key)
+                if r.keys_only:
+                    kv.value = b""
+                return RangeResult([kv], False, 1, cur_rev)
+            return RangeResult([], False, 0, cur_rev)
+        filtered = bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
+        limit = r.limit if r.limit > 0 else 0
+        # etcd fetches everything when it must sort or filter, else limit+1 to learn `more`.
+        fetch = 0 if (r.sort_order != 0 or filtered) else (limit + 1 if limit else 0)
+        kvs: list[KeyValue] = []
+        count = 0
+        for prefix, ckey, rec in scan_live(cur, key, r.range_end, at):
+            count += 1
+            if r.count_only or (fetch and count > fetch):
+                continue
+            kvs.append(_kv_from(prefix, ckey, rec))
+        if r.count_only:
+            return RangeResult([], False, count, cur_rev)
+        if filtered:
+            lo_m, hi_m, lo_c, hi_c = r.min_mod_revision, r.max_mod_revision, r.min_create_revision, r.max_create_revision
+            kvs = [
+                kv
+                for kv in kvs
+                if not (hi_m and kv.mod_revision > hi_m)
+                and not (lo_m and kv.mod_revision < lo_m)
+                and not (hi_c and kv.create_revision > hi_c)
+                and not (lo_c and kv.create_revision < lo_c)
+            ]
+        order, target = r.sort_order, r.sort_target
+        if target != 0 and order == 0:
+            order = 1  # etcd sorts ascending by a non-key target when no order is given
+        if order:
+            if target == 0:
+                if order == 2:
+                    kvs.reverse()
+            else:
+                attr = {1: "version", 2: "create_revision", 3: "mod_revision", 4: "value"}.get(target)
+                if attr is None:
+                    raise errors.InvalidArgument("etcdserver: invalid sort target")
+                kvs.sort(key=lambda kv: getattr(kv, attr), reverse=(order == 2))
+        more = False
+        if limit and len(kvs) > limit:
+            del kvs[limit:]
+            more = True
+        if r.keys_only:
+            for kv in kvs:
+                kv.value = b""
+        return RangeResult(kvs, more, count, cur_rev)
+
+    def events(
+        self,
+        start_rev: int,
+        end_rev: int | None = None,
+        key: bytes = b"",
+        range_end: bytes = b"",
+        limit: int = EVENTS_LIMIT_DEFAULT,
+    ) -> list[Event]:
+        """Changes with start_rev <= mod_revision <= end_rev (None: now), in revision order.
+
+        ``key`` b"" means every key; otherwise etcd's range rules.  Raises Compacted if
+        start_rev < compact_revision.  At most ``limit`` events, cut only between
+        revisions (a single revision with more events is returned whole), so a caller
+        resumes at the last event's mod_revision + 1.  prev_kv is set for every event
+        after the compact revision whose key existed before it.
+        """
+        start_rev = max(start_rev, 1)
+        out: list[Event] = []
+        with self.env.begin() as txn:
+            rev, crev = self._read_state(txn)
+            if start_rev < crev:
+                raise errors.Compacted()
+            end = rev if end_rev is None else min(end_rev, rev)
+            if start_rev > end:
+                return out
+            if key and range_end:
+                b = layout.bounds(key, range_end)
+                if b is None:
+                    return out
+                lo = key
+                hi = None if range_end == b"\x00" else range_end
+            logcur = txn.cursor(self._log)
+            kvcur = txn.cursor(self._kv)
+            last_main = 0
+            ok = logcur.set_range(_log_key(start_rev, 0))
+            while ok:
+                lkey, k = logcur.item()
+                main, sub = layout.REV.unpack(lkey)
+                if main > end:
+                    break
+                if main != last_main and len(out) >= limit:
+                    break
+                ok = logcur.next()
+                if key:
+                    if range_end:
+                        if k < lo or (hi is not None and k >= hi):
+                            continue
+                    elif k != key:
+                        continue
+                last_main = main
+                prefix = key_prefix(k)
+                ckey = prefix + _version_suffix(main, sub)
+                kvcur.set_key(ckey)
+                rec = kvcur.value()
+                prev = None
+                if main > crev and kvcur.next():
+                    pk, prec = kvcur.item()
+                    if prec and pk.startswith(prefix):
+                        prev = _kv_from(prefix, pk, prec, k)
+                if rec:
+                    out.append(Event(_EVENT_PUT, _kv_from(prefix, ckey, rec, k), prev))
+                else:
+                    out.append(Event(_EVENT_DELETE, KeyValue(k, 0, main, 0, b"", 0), prev))
+        return out
+
+    def leases(self) -> list[tuple[int, int]]:
+        """(lease id, granted ttl) of every lease, by id."""
+        with self.env.begin(db=self._lease) as txn:
+            return sorted((_ID.unpack(k)[0], _LEASE.unpack(v)[0]) for k, v in txn.cursor())
+
+    def lease_info(self, lease_id: int) -> tuple[int, int] | None:
+        """(granted ttl, last checkpointed remaining ttl or 0) or None if absent."""
+        with self.env.begin(db=self._lease) as txn:
+            raw = txn.get(_ID.pack(lease_id))
+        return None if raw is None else _LEASE.unpack(raw)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        with self.env.begin() as txn:
+            return self._lease_keys_in(txn, lease_id)
+
+    def _lease_keys_in(self, txn, lease_id: int) -> list[bytes]:
+        head = _ID.pack(lease_id)
+        cur = txn.cursor(self._lkeys)
+        out = []
+        ok = cur.set_range(head)
+        while ok:
+            k = cur.key()
+            if not k.startswith(head):
+                break
+            out.append(k[len(head):])
+            ok = cur.next()
+        return out
+
+    def members(self) -> list[dict]:
+        with self.env.begin() as txn:
+            return self._members_in(txn)
+
+    def _members_in(self, txn) -> list[dict]:
+        return [msgpack.unpackb(v, raw=False, strict_map_key=False) for _, v in txn.cursor(self._member)]
+
+    # --- hashing, snapshots -------------------------------------------------------------
+
+    def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
+        """(hash, revision, compact_revision): a crc32c of the keyspace visible at
+        ``revision`` (0: now), identical on every replica that applied the same log,
+        however far each has got with physical compaction."""
+        import crc32c
+
+        with self.env.begin() as txn:
+            rev, crev = self._read_state(txn)
+            if revision > rev:
+                raise errors.FutureRev()
+            if 0 < revision < crev:
+                raise errors.Compacted()
+            upto = revision or rev
+            h = 0
+            last_prefix = b""
+            seen_old = False  # already met this key's newest version at or before crev
+            for k, rec in txn.cursor(self._kv):
+                prefix = k[: -layout.SUFFIX_BYTES]
+                if prefix != last_prefix:
+                    last_prefix, seen_old = prefix, False
+                main = layout.main_of(k)
+                if main > upto:
+                    continue
+                if main >= crev:
+                    keep = True
+                else:
+                    keep = not seen_old and bool(rec)
+                    seen_old = True
+                if main <= crev:
+                    seen_old = True
+                if keep:
+                    h = crc32c.crc32c(rec, crc32c.crc32c(k, h))
+            return h, upto, crev
+
+    def snapshot(self, out: BinaryIO) -> int:
+        """Write the whole state machine to ``out``; returns the bytes written."""
+        from geokv.kv.snapshot import write_snapshot
+
+        with self.env.begin() as txn:
+            return write_snapshot(txn, self._dbs, out)
+
+    def restore(self, inp: BinaryIO) -> None:
+        """Replace this store's contents by a snapshot stream (verified before use).
+
+        Raises ValueError if the stream is truncated or corrupt; the store is then
+        unchanged.
+        """
+        from geokv.kv.snapshot import read_snapshot
+
+        tmp = self.path.rstrip("/") + ".restore"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        env = lmdb.open(tmp, map_size=self.map_size, max_dbs=8, sync=False, metasync=False)
+        try:
+            dbs = {name: env.open_db(name) for name in self._dbs}
+            read_snapshot(env, dbs, inp)
+            env.sync(True)
+        except BaseException:
+            env.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        env.close()
+        self.env.close()
+        old = self.path.rstrip("/") + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(self.path, old)
+        os.rename(tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._mark_open()
+        self.unclean_reboot = False
+        self._open_env()
+
+    @classmethod
+    def from_snapshot(cls, path: str, inp: BinaryIO, **kwargs) -> MVCCStore:
+        store = cls(path, **kwargs)
+        store.restore(inp)
+        return store
