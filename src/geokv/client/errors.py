@@ -1,0 +1,142 @@
+"""Client-side errors and the mapping from a gRPC status to a geokv exception.
+
+A server answers a user mistake with a gRPC status whose details carry etcd's text
+("etcdserver: requested lease not found"). The client turns that text back into the
+matching class of :mod:`geokv.errors`, so callers catch the same classes the server
+raises. Failures that only the client can see (no endpoint reachable, a write whose
+outcome is unknown, a bad endpoint string) get classes of their own here, all
+subclasses of :class:`geokv.errors.GeoKVError`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from geokv import errors as _errors
+from geokv.errors import GeoKVError
+
+
+class ClientError(GeoKVError):
+    """Base class for failures detected by the client itself."""
+
+    code = "UNKNOWN"
+    message = "geokv client error"
+
+
+class BadEndpoint(ClientError):
+    """An endpoint string the client cannot parse (user mistake)."""
+
+    code = "INVALID_ARGUMENT"
+    message = "bad endpoint"
+
+
+class EndpointsUnavailable(ClientError):
+    """No endpoint answered within the retry budget."""
+
+    code = "UNAVAILABLE"
+    message = "no endpoint is available"
+
+
+class DeadlineExceeded(ClientError):
+    """A read (or an idempotent call) did not finish before its deadline."""
+
+    code = "DEADLINE_EXCEEDED"
+    message = "context deadline exceeded"
+
+
+class OutcomeUnknown(ClientError):
+    """A write was sent, but no answer came back: it may or may not have been applied.
+
+    The client never repeats such a write by itself, because a repeat could apply it
+    twice. ``cause`` holds the text of the failure that cut the call short.
+    """
+
+    code = "UNKNOWN"
+    message = "outcome unknown"
+
+    def __init__(self, operation: str, endpoint: str, cause: str) -> None:
+        self.operation = operation
+        self.endpoint = endpoint
+        self.cause = cause
+        super().__init__(
+            f"outcome unknown: {operation} was sent to {endpoint} but the call failed "
+            f"({cause}); it may or may not have been applied, and was not retried"
+        )
+
+
+class LeaseExpired(ClientError):
+    """A keep-alive found that its lease no longer exists on the server."""
+
+    code = "NOT_FOUND"
+    message = "lease expired"
+
+
+class WatchCanceled(ClientError):
+    """The server canceled a watch (for example, a compacted start revision)."""
+
+    code = "CANCELLED"
+    message = "watch canceled"
+
+
+def _server_error_table() -> dict[str, type[GeoKVError]]:
+    table: dict[str, type[GeoKVError]] = {}
+    for value in vars(_errors).values():
+        if isinstance(value, type) and issubclass(value, GeoKVError) and value is not GeoKVError:
+            table.setdefault(value.message, value)
+    return table
+
+
+#: etcd's error text -> the geokv.errors class that carries it.
+SERVER_ERRORS_BY_MESSAGE: dict[str, type[GeoKVError]] = _server_error_table()
+
+#: Server errors that are returned before a write is executed, so repeating the write
+#: elsewhere cannot apply it twice (etcd's clientv3 retries mutations on the same set).
+WRITE_SAFE_RETRY_MESSAGES: frozenset[str] = frozenset(
+    {
+        _errors.NoLeader.message,
+        _errors.TooManyRequests.message,
+        _errors.NotCapable.message,
+        _errors.NotLeader.message,
+        _errors.NotSupportedForLearner.message,
+    }
+)
+
+#: Server errors that mean the request may still commit later (outcome unknown).
+WRITE_UNKNOWN_MESSAGES: frozenset[str] = frozenset(
+    {
+        _errors.Timeout.message,
+        _errors.TimeoutDueToLeaderFail.message,
+        _errors.TimeoutDueToConnectionLost.message,
+        _errors.LeaderChanged.message,
+        _errors.Stopped.message,
+    }
+)
+
+#: gRPC codes after which a read (which changes nothing) may be sent again elsewhere.
+READ_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+def from_rpc_error(err: grpc.RpcError) -> GeoKVError:
+    """The geokv exception for a gRPC error that came from a server."""
+    details = err.details() or ""
+    code = err.code()
+    cls = SERVER_ERRORS_BY_MESSAGE.get(details)
+    if cls is not None:
+        return cls(details)
+    exc = GeoKVError(details or f"gRPC error {code.name if code else 'UNKNOWN'}")
+    exc.code = code.name if code is not None else "UNKNOWN"
+    return exc
+
+
+def is_server_error(err: grpc.RpcError) -> bool:
+    """True if the status came from the server's own logic, not from the transport."""
+    details = err.details() or ""
+    return details.startswith(("etcdserver:", "mvcc:", "lease:", "election:", "geokv:", "rpc error"))
