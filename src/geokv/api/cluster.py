@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -9,6 +10,7 @@ import grpc
 
 from geokv import errors
 from geokv.api import convert
+from geokv.api.maintenance import maybe_await
 from geokv.api.status import unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
@@ -31,6 +33,13 @@ def check_peer_urls(urls: Any) -> list[str]:
     return out
 
 
+def _params(fn: Any) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
     def __init__(self, member: Any) -> None:
         self.member = member
@@ -47,9 +56,10 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                         context: grpc.aio.ServicerContext) -> rpc_pb2.MemberAddResponse:
         urls = check_peer_urls(request.peerURLs)
         kwargs = {}
-        if request.region:
+        params = _params(self.member.member_add)
+        if request.region and "region" in params:
             kwargs["region"] = request.region
-        if request.zone:
+        if request.zone and "zone" in params:
             kwargs["zone"] = request.zone
         m, ms = await self.member.member_add(urls, request.isLearner, **kwargs)
         return rpc_pb2.MemberAddResponse(header=self._header(), member=convert.member_to_pb(m),
@@ -71,7 +81,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     @unary("MemberList")
     async def MemberList(self, request: rpc_pb2.MemberListRequest,
                          context: grpc.aio.ServicerContext) -> rpc_pb2.MemberListResponse:
-        ms = await self.member.member_list()
+        ms = await maybe_await(self.member.member_list())
         return rpc_pb2.MemberListResponse(header=self._header(), members=self._members(ms))
 
     @unary("MemberPromote")

@@ -40,9 +40,9 @@ async def health_of(member: Any) -> tuple[bool, str]:
         st = await st
     if not st.get("leader"):
         return False, "no leader"
-    lag = st.get("applied_lag_ms")
-    if lag is not None and lag > HEALTH_APPLIED_LAG_MS_MAX:
-        return False, f"applied index lags by {lag} ms"
+    lag = st.get("applied_lag_ms", st.get("staleness_ms"))
+    if lag is not None and not lag <= HEALTH_APPLIED_LAG_MS_MAX:
+        return False, f"applied state lags the leader by {lag} ms"
     if st.get("errors"):
         return False, "; ".join(str(e) for e in st["errors"])
     return True, ""

@@ -18,9 +18,10 @@ STALENESS_TRAILER_KEY = "geokv-staleness-ms"
 READ_MODES = ("linearizable", "lease", "serializable", "bounded")
 
 
-def read_mode_of(context: grpc.aio.ServicerContext, serializable: bool) -> tuple[str, int | None]:
-    """The read mode a request asks for: geokv metadata first, then etcd's flag."""
-    mode = "serializable" if serializable else "linearizable"
+def read_mode_of(context: grpc.aio.ServicerContext, serializable: bool) -> tuple[str | None, int | None]:
+    """The read mode a request asks for: geokv metadata first, then etcd's flag; None
+    means the member's default (--read-mode-default)."""
+    mode: str | None = "serializable" if serializable else None
     max_staleness_ms: int | None = None
     md = context.invocation_metadata()
     if md:
@@ -57,19 +58,13 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     async def _read(self, r: kvt.Range, context: grpc.aio.ServicerContext, serializable: bool) -> Any:
         mode, max_staleness_ms = read_mode_of(context, serializable)
-        if mode == "linearizable":
+        if mode is None:
             return await self.member.read(r)
-        if max_staleness_ms is not None:
-            res = await self.member.read(r, mode=mode, max_staleness_ms=max_staleness_ms)
-        else:
-            res = await self.member.read(r, mode=mode)
         if mode == "bounded":
-            staleness = getattr(res, "staleness_ms", None)
-            if staleness is None:
-                staleness = getattr(self.member, "last_read_staleness_ms", None)
-            if staleness is not None:
-                context.set_trailing_metadata(((STALENESS_TRAILER_KEY, str(int(staleness))),))
-        return res
+            res, staleness = await self.member.read_bounded(r, float(max_staleness_ms or 0))
+            context.set_trailing_metadata(((STALENESS_TRAILER_KEY, str(int(staleness))),))
+            return res
+        return await self.member.read(r, mode=mode)
 
     @unary("Range")
     async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.RangeResponse:

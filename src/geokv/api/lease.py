@@ -10,6 +10,7 @@ import grpc
 
 from geokv import errors
 from geokv.api import convert, validate
+from geokv.api.maintenance import maybe_await
 from geokv.api.status import abort_with, unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
@@ -37,7 +38,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         validate.check_lease_ttl(request.TTL)
         if request.ID < 0:
             raise errors.InvalidArgument("etcdserver: negative lease ID")
-        res = await self.member.lease_grant(request.ID, request.TTL)
+        res = await self.member.lease_grant(request.TTL, lease_id=request.ID)
         if isinstance(res, BaseException):
             raise res
         return rpc_pb2.LeaseGrantResponse(header=self._header(_field(res, "revision", None)),
@@ -83,7 +84,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     @unary("LeaseLeases")
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest,
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LeaseLeasesResponse:
-        leases = await self.member.lease_list()
+        leases = await maybe_await(self.member.lease_list())
         ids = [x[0] if isinstance(x, (tuple, list)) else _field(x, "id", x) for x in leases]
         return rpc_pb2.LeaseLeasesResponse(header=self._header(),
                                            leases=[rpc_pb2.LeaseStatus(ID=int(i)) for i in ids])

@@ -4,8 +4,10 @@ MoveLeader) over a runtime Member."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import os
+import struct
 import tempfile
 from typing import Any
 
@@ -18,12 +20,55 @@ from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 SNAPSHOT_CHUNK_BYTES = 32 * 1024  # etcd sends snapshots in 32 KiB pieces
 ETCD_VERSION = "3.4.0"  # the API level geokv speaks; etcd clients gate features on it
+SNAPSHOT_PAGE_BYTES = 512  # etcdctl expects (file size % 512) == 32: pages plus a sha256
+_LEN = struct.Struct(">Q")
+
+
+def snapshot_trailer(data_len: int, digest_of_padded: bytes | None = None) -> bytes:
+    """Padding that ends the body on a 512-byte boundary, its last 8 bytes the length of
+    the store snapshot (so the original stream can be cut out again)."""
+    pad = (-(data_len + _LEN.size)) % SNAPSHOT_PAGE_BYTES
+    return b"\x00" * pad + _LEN.pack(data_len)
+
+
+def decode_snapshot_file(blob: bytes) -> bytes:
+    """The store snapshot inside a file written by ``etcdctl snapshot save`` from geokv.
+
+    Layout: store snapshot | zero padding | 8-byte big-endian snapshot length | sha256 of
+    everything before it. Raises ValueError when the checksum or layout is wrong.
+    """
+    if len(blob) < 32 + _LEN.size or (len(blob) - 32) % SNAPSHOT_PAGE_BYTES:
+        raise ValueError("not a geokv snapshot file (bad size)")
+    body, digest = blob[:-32], blob[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError("snapshot file checksum mismatch")
+    (n,) = _LEN.unpack(body[-_LEN.size:])
+    if n > len(body) - _LEN.size:
+        raise ValueError("not a geokv snapshot file (bad length)")
+    return body[:n]
 
 
 async def maybe_await(x: Any) -> Any:
     if inspect.isawaitable(x):
         return await x
     return x
+
+
+def _lag_ms(v: Any) -> int:
+    try:
+        f = float(v or 0)
+    except (TypeError, ValueError):
+        return 0
+    if f != f or f == float("inf"):
+        return -1  # unknown: this replica has not caught up with any leader commit yet
+    return int(f)
+
+
+def _accepts_args(fn: Any) -> bool:
+    try:
+        return len(inspect.signature(fn).parameters) >= 3
+    except (TypeError, ValueError):
+        return False
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -44,7 +89,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             dbSize=int(g("db_size", 0) or 0),
             leader=int(g("leader", 0) or 0),
             raftIndex=int(g("raft_index", 0) or 0),
-            raftTerm=int(g("raft_term", 0) or 0),
+            raftTerm=int(g("raft_term", g("term", 0)) or 0),
             raftAppliedIndex=int(g("raft_applied_index", 0) or 0),
             errors=[str(e) for e in (g("errors") or [])],
             dbSizeInUse=int(g("db_size_in_use", g("db_size", 0)) or 0),
@@ -52,7 +97,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             region=str(g("region", "") or ""),
             zone=str(g("zone", "") or ""),
             read_mode_default=str(g("read_mode_default", "") or ""),
-            applied_lag_ms=int(g("applied_lag_ms", 0) or 0),
+            applied_lag_ms=_lag_ms(g("applied_lag_ms", g("staleness_ms", 0))),
             leader_region=str(g("leader_region", "") or ""),
         )
 
@@ -72,7 +117,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     @unary("Alarm")
     async def Alarm(self, request: rpc_pb2.AlarmRequest,
                     context: grpc.aio.ServicerContext) -> rpc_pb2.AlarmResponse:
-        alarms = await maybe_await(self.member.alarms(request.action, request.memberID, request.alarm))
+        fn = self.member.alarms
+        if request.action == rpc_pb2.AlarmRequest.GET or not _accepts_args(fn):
+            alarms = await maybe_await(fn())
+        else:
+            alarms = await maybe_await(fn(request.action, request.memberID, request.alarm))
         out = []
         for a in alarms or ():
             if isinstance(a, dict):
@@ -100,7 +149,8 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(self, request: rpc_pb2.SnapshotRequest, context: grpc.aio.ServicerContext) -> Any:
         """Stream a point-in-time copy of the store: first spooled to a temp file so the
         total size (``remaining_bytes``) is known and the store is not held open while a
-        slow client reads."""
+        slow client reads. The stream is laid out as etcdctl checks it (see
+        ``decode_snapshot_file``)."""
         header = self._header()
         fd, path = tempfile.mkstemp(prefix="geokv-snap-")
         try:
@@ -112,16 +162,20 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                 else:
                     for chunk in await maybe_await(src) if inspect.isawaitable(src) else src:
                         f.write(chunk)
-                total = f.tell()
+                f.write(snapshot_trailer(f.tell()))
+                total = f.tell() + 32
                 f.seek(0)
+                digest = hashlib.sha256()
                 sent = 0
                 while True:
                     blob = f.read(SNAPSHOT_CHUNK_BYTES)
                     if not blob:
                         break
+                    digest.update(blob)
                     sent += len(blob)
                     yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=total - sent, blob=blob)
                     await asyncio.sleep(0)
+                yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=0, blob=digest.digest())
         finally:
             try:
                 os.unlink(path)

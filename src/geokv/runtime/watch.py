@@ -125,21 +125,10 @@ class Watcher:
         if self.next_rev > current:
             self._synced = True
             return None
-        events = store.events(self.next_rev, None, key=self.key, range_end=self.range_end,
+        events = store.events(self.next_rev, current, key=self.key, range_end=self.range_end,
                               limit=CATCHUP_EVENTS_MAX)
-        if len(events) >= CATCHUP_EVENTS_MAX:
-            last_rev = events[-1].kv.mod_revision
-            whole = [e for e in events if e.kv.mod_revision < last_rev]
-            if whole:
-                events = whole
-                upto = last_rev - 1
-            else:
-                # One revision holds more than a page: read that revision alone, whole.
-                events = store.events(last_rev, last_rev + 1, key=self.key, range_end=self.range_end,
-                                      limit=1 << 62)
-                upto = last_rev
-        else:
-            upto = current
+        # The store cuts pages only between revisions, so the last revision is whole.
+        upto = events[-1].kv.mod_revision if len(events) >= CATCHUP_EVENTS_MAX else current
         out = self._filter(events)
         self.next_rev = upto + 1
         if upto >= current:
