@@ -1,0 +1,930 @@
+"""One geokv server: the Raft driver loop and the request paths the API layer calls.
+
+The driver is ONE asyncio task that owns the RawNode; nothing else touches it. Each turn:
+  1. take ticks, inbound messages, proposals, read requests and actions from bounded
+     queues (everything that arrived since the last turn: natural batching);
+  2. ``ready()``;
+  3. send ``messages``; persist hard state + entries + snapshot with ONE fsync, run in a
+     thread so the loop keeps accepting requests (they become the next group commit);
+  4. send ``persisted_messages``;
+  5. apply committed entries in one ``MVCCStore.apply_batch`` (one LMDB txn), apply conf
+     changes, resolve waiting requests, publish events to the watch hub;
+  6. ``advance``.
+
+Entry data of a NORMAL entry is msgpack ``[origin member id, request id, command]``; the
+member that proposed resolves its waiting future when it applies the entry itself, so
+a write acknowledged by a follower is also readable there. CONF_CHANGE entries carry a
+ConfChange whose context is ``[origin, request id, member record]``.
+
+Raft snapshots carry the whole MVCC snapshot stream as their data (one frame on the
+wire). Snapshots are created every ``snapshot_count`` applied entries; the WAL keeps
+``SNAPSHOT_CATCHUP_ENTRIES`` entries before it so slow followers can still catch up
+from the log.
+
+Bootstrap of a new cluster: every initial member writes the same Raft snapshot at index
+n (n = number of members, term 1) holding the member table, so all logs agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import io
+import itertools
+import logging
+import math
+import random
+import struct
+import time
+from typing import Any, Callable
+
+import msgpack
+
+from geokv import errors
+from geokv.kv.types import (Compact, DeleteRange, LeaseGrant, LeaseGrantResult, LeaseRevoke, MemberRemove,
+                            MemberSet, Noop, Put, Range, RangeResult, Txn, decode_command, decode_result,
+                            encode_command, encode_result, validate_command)
+from geokv.raft.types import (ConfChange, ConfState, EntryType, HardState, Message, MessageType, Snapshot,
+                              SnapshotMetadata, StateRole)
+from geokv.runtime import metrics
+from geokv.runtime.config import ServerConfig
+from geokv.runtime.leases import LeaseMixin
+from geokv.runtime.membership import MembershipMixin
+from geokv.runtime.transport import PeerUnavailable, Transport
+
+log = logging.getLogger("geokv.member")
+
+MAX_INBOX_MSGS = 20000            # inbound Raft messages waiting for the driver
+MAX_QUEUED_PROPOSALS = 8192       # proposals waiting for the driver
+MAX_INFLIGHT_PROPOSALS = 20000    # proposals proposed and not yet applied (this member)
+MAX_QUEUED_READS = 20000          # linearizable reads waiting for a ReadIndex round
+MAX_APPLY_WAITERS = 50000
+MAX_ACTIONS = 1024                # report_unreachable / report_snapshot / transfer requests
+MAX_TICKS_PER_TURN = 20           # a stalled loop must not fire a burst of elections
+MAX_PROPOSE_ATTEMPTS = 8          # retries of a proposal Raft dropped locally
+MAX_COMMIT_SAMPLES = 1024         # (leader commit, time) samples for staleness
+SNAPSHOT_CATCHUP_ENTRIES = 5000   # entries kept in the WAL behind a snapshot
+REQUEST_TIMEOUT_BASE_S = 5.0      # etcd: 5 s + 2 * election timeout
+
+
+class _Dropped(Exception):
+    """Raft refused a proposal or read locally (no leader, transfer in progress...)."""
+
+
+def _new_event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+class Member(LeaseMixin, MembershipMixin):
+    """One server process's replica. See docs/CONTRACTS.md for the API-facing surface."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        storage: Any = None,
+        store: Any = None,
+        outbound_delay_s: Callable[[str], float] | None = None,
+        request_timeout_s: float | None = None,
+        rng_seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.id = config.member_id
+        self.name = config.name
+        self.cluster_id = config.cluster_id
+        self.region = config.region
+        self.zone = config.zone
+        self.storage = storage
+        self.store = store
+        self._own_storage = storage is None
+        self._own_store = store is None
+        self.outbound_delay_s = outbound_delay_s
+        self.heartbeat_s = config.heartbeat_interval_ms / 1000.0
+        self.election_s = config.election_timeout_ms / 1000.0
+        self.request_timeout_s = request_timeout_s or (REQUEST_TIMEOUT_BASE_S + 2 * self.election_s)
+        self._rng = random.Random(rng_seed if rng_seed is not None else random.SystemRandom().getrandbits(64))
+        self.watch_hub: Any = None
+        self.transport: Transport | None = None
+        self._rn = None
+        # driver state (owned by the driver task) -----------------------------------
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._proposals: collections.deque = collections.deque()   # (kind, data, fut)
+        self._read_queue: list[asyncio.Future] = []
+        self._read_rounds: dict[bytes, tuple[float, list[asyncio.Future]]] = {}
+        self._read_seq = itertools.count(1)
+        self._actions: collections.deque[Callable[[Any], None]] = collections.deque()
+        self._ticks = 0
+        self._wake = asyncio.Event()
+        self._pending: dict[int, tuple[asyncio.Future, float]] = {}
+        self._req_ids = itertools.count(self._rng.getrandbits(62) | 1)
+        self._apply_waiters: list = []
+        self._apply_seq = itertools.count()
+        self._changed = _new_event()
+        # replicated / derived state ----------------------------------------------------
+        self.leader_id = 0
+        self.role = StateRole.FOLLOWER
+        self.term = 0
+        self.commit_index = 0
+        self.applied_index = 0
+        self.snapshot_index = 0
+        self.conf_state = ConfState()
+        self._leader_committed_in_term = False
+        self._commit_seen: collections.deque[tuple[int, float]] = collections.deque(maxlen=MAX_COMMIT_SAMPLES)
+        self._caught_up_at = -math.inf
+        self.removed = False
+        self.stopped = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+        self._driver_task: asyncio.Task | None = None
+        self._started = False
+        self._init_leases()
+        self._init_membership()
+
+    # ================================================================================
+    # lifecycle
+    # ================================================================================
+    async def start(self) -> None:
+        cfg = self.config
+        if self.store is None:
+            from geokv.kv.store import MVCCStore
+
+            self.store = MVCCStore(cfg.db_dir, quota_bytes=cfg.quota_backend_bytes)
+        if self.storage is None:
+            from geokv.ports.disk import RealDisk
+            from geokv.storage import DiskRaftStorage
+
+            self.storage = await asyncio.to_thread(DiskRaftStorage.open, RealDisk(), cfg.wal_dir)
+        self._bootstrap()
+        self._build_rawnode()
+        try:
+            from geokv.runtime.watch import WatchHub
+
+            self.watch_hub = WatchHub(self.store)
+        except ImportError:  # pragma: no cover - the watch hub is written by the API layer
+            self.watch_hub = None
+        host, port = cfg.peer_listen_address()
+        self.transport = Transport(
+            cluster_id=self.cluster_id, member_id=self.id, name=self.name, region=self.region, zone=self.zone,
+            listen_host=host, listen_port=port, on_raft=self._on_raft,
+            on_unreachable=self._on_unreachable, on_snapshot_status=self._on_snapshot_status,
+            call_handler=self._handle_call, heartbeat_interval_s=self.heartbeat_s,
+            outbound_delay_s=self.outbound_delay_s,
+            max_frame_bytes=max(64 << 20, 4 * cfg.quota_backend_bytes if cfg.quota_backend_bytes < (128 << 20) else 512 << 20),
+        )
+        await self.transport.start()
+        self._refresh_peers()
+        self._driver_task = asyncio.create_task(self._run_driver(), name=f"driver-{self.name}")
+        self._tasks = [
+            asyncio.create_task(self._run_ticker(), name=f"ticker-{self.name}"),
+            asyncio.create_task(self._run_lease_expiry(), name=f"leases-{self.name}"),
+            asyncio.create_task(self._run_publish(), name=f"publish-{self.name}"),
+        ]
+        self._started = True
+        if len(self.conf_state.voters) == 1 and self.conf_state.voters[0] == self.id and not self.conf_state.learners:
+            self._actions.append(lambda rn: rn.campaign())  # a single-node cluster needs no election timeout
+            self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the driver's current turn, close the WAL and LMDB."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._driver_task is not None:
+            try:
+                await asyncio.wait_for(self._driver_task, 10.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                pass
+        self._fail_all(errors.Stopped())
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.storage is not None and self._own_storage:
+            self.storage.close()
+        if self.store is not None and self._own_store:
+            self.store.close()
+        self.stopped.set()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for fut, _ in list(self._pending.values()):
+            if not fut.done():
+                fut.set_exception(type(exc)())
+        self._pending.clear()
+        for _, _, fut in self._proposals:
+            if not fut.done():
+                fut.set_exception(type(exc)())
+        self._proposals.clear()
+        for fut in self._read_queue:
+            if not fut.done():
+                fut.set_exception(type(exc)())
+        self._read_queue.clear()
+        for _, futs in self._read_rounds.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(type(exc)())
+        self._read_rounds.clear()
+        for _, _, fut in self._apply_waiters:
+            if not fut.done():
+                fut.set_exception(type(exc)())
+        self._apply_waiters.clear()
+
+    def _check_running(self) -> None:
+        if self._stopping or not self._started or self.fatal is not None:
+            raise errors.Stopped()
+        if self.removed:
+            raise errors.Stopped("etcdserver: the member has been permanently removed from the cluster")
+
+    # ================================================================================
+    # bootstrap / recovery
+    # ================================================================================
+    def _bootstrap(self) -> None:
+        cfg = self.config
+        hs, _cs = self.storage.initial_state()
+        snap = self.storage.snapshot()
+        fresh = (hs.term == 0 and hs.commit == 0 and self.storage.last_index() == 0
+                 and snap.metadata.index == 0)
+        if fresh and cfg.initial_cluster_state == "new":
+            records = sorted(self._initial_member_records(), key=lambda r: r["id"])
+            n = len(records)
+            if self.store.applied_index == 0:
+                self.store.apply_batch([(i + 1, MemberSet(r)) for i, r in enumerate(records)])
+            buf = io.BytesIO()
+            self.store.snapshot(buf)
+            voters = tuple(r["id"] for r in records)
+            boot = Snapshot(SnapshotMetadata(n, 1, ConfState(voters=voters)), buf.getvalue())
+            self.storage.save(HardState(term=1, vote=0, commit=n), [], boot)
+            self.storage.sync()
+            log.info("bootstrapped new cluster %x with %d members", self.cluster_id, n)
+        elif not fresh:
+            if snap.metadata.index > self.store.applied_index:
+                log.info("restoring the store from Raft snapshot at index %d", snap.metadata.index)
+                self.store.restore(io.BytesIO(snap.data))
+        snap = self.storage.snapshot()
+        hs, cs = self.storage.initial_state()
+        self.snapshot_index = snap.metadata.index
+        self.conf_state = cs
+        self.term = hs.term
+        self.commit_index = hs.commit
+        self.applied_index = snap.metadata.index
+        self._reload_leases()
+
+    def _build_rawnode(self) -> None:
+        try:
+            from geokv.raft.rawnode import Config, RawNode
+        except ImportError:  # pragma: no cover
+            from geokv.raft.config import Config
+            from geokv.raft.rawnode import RawNode
+        election_tick = max(2, round(self.config.election_timeout_ms / self.config.heartbeat_interval_ms))
+        rc = Config(
+            id=self.id, election_tick=election_tick, heartbeat_tick=1, applied=self.applied_index,
+            check_quorum=True, pre_vote=True, rng=self._rng,
+            max_size_per_msg=1 << 20, max_inflight_msgs=256,
+        )
+        self._rn = RawNode(rc, self.storage)
+
+    # ================================================================================
+    # inputs to the driver (never block, never touch the RawNode)
+    # ================================================================================
+    def _on_raft(self, msgs: list[Message]) -> None:
+        inbox = self._inbox
+        now = time.monotonic()
+        for m in msgs:
+            if len(inbox) >= MAX_INBOX_MSGS:
+                inbox.popleft()
+                metrics.peer_messages_dropped.inc()
+            inbox.append(m)
+            if (m.type == MessageType.APP or m.type == MessageType.HEARTBEAT) and m.frm == self.leader_id:
+                self._commit_seen.append((m.commit, now))
+        self._wake.set()
+
+    def _on_unreachable(self, peer_id: int) -> None:
+        self._add_action(lambda rn: rn.report_unreachable(peer_id))
+
+    def _on_snapshot_status(self, peer_id: int, ok: bool) -> None:
+        self._add_action(lambda rn: rn.report_snapshot(peer_id, ok))
+
+    def _add_action(self, fn: Callable[[Any], None]) -> bool:
+        if len(self._actions) >= MAX_ACTIONS:
+            return False
+        self._actions.append(fn)
+        self._wake.set()
+        return True
+
+    async def _run_ticker(self) -> None:
+        interval = self.heartbeat_s
+        nxt = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            nxt += interval
+            now = time.monotonic()
+            if nxt < now - 10 * interval:  # the loop was stalled: do not burst
+                nxt = now + interval
+            self._ticks += 1
+            self._wake.set()
+
+    # ================================================================================
+    # the driver loop
+    # ================================================================================
+    async def _run_driver(self) -> None:
+        rn = self._rn
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    break
+                self._feed(rn)
+                while rn.has_ready():
+                    rd = rn.ready()
+                    await self._handle_ready(rd)
+                    rn.advance(rd)
+                    if self._stopping or self.removed:
+                        break
+                if self.removed:
+                    log.warning("this member was removed from the cluster; stopping its Raft node")
+                    self._fail_all(errors.Stopped())
+                    break
+        except Exception as exc:  # a bug: crash loudly and make the process exit
+            log.exception("driver loop failed")
+            self.fatal = exc
+            self._fail_all(errors.Stopped())
+            self.stopped.set()
+            raise
+
+    def _feed(self, rn) -> None:
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(min(ticks, MAX_TICKS_PER_TURN)):
+            rn.tick()
+        if ticks:
+            self._on_tick_turn()
+        inbox = self._inbox
+        while inbox:
+            m = inbox.popleft()
+            try:
+                rn.step(m)
+            except Exception as exc:  # a peer's message the core refuses must not kill us
+                log.debug("step(%s from %x) refused: %r", m.type, m.frm, exc)
+        actions = self._actions
+        while actions:
+            fn = actions.popleft()
+            try:
+                fn(rn)
+            except Exception as exc:
+                log.debug("driver action failed: %r", exc)
+        props = self._proposals
+        if props:
+            batch: list[bytes] = []
+            batch_futs: list[asyncio.Future] = []
+            while props:
+                kind, data, fut = props.popleft()
+                if fut.done():
+                    continue
+                if kind == 0:
+                    batch.append(data)
+                    batch_futs.append(fut)
+                    continue
+                try:
+                    rn.propose_conf_change(data)
+                except Exception as exc:  # ProposalDropped (or a refused conf change)
+                    fut.set_exception(_Dropped(str(exc)))
+            if batch:
+                try:
+                    rn.propose_batch(batch)
+                except Exception as exc:  # ProposalDropped: nothing of the batch was appended
+                    for fut in batch_futs:
+                        if not fut.done():
+                            fut.set_exception(_Dropped(str(exc)))
+        if self._read_queue:
+            waiters, self._read_queue = self._read_queue, []
+            ctx = struct.pack(">QQ", self.id, next(self._read_seq))
+            try:
+                rn.read_index(ctx)
+                metrics.read_indexes.inc()
+                self._read_rounds[ctx] = (time.monotonic(), waiters)
+            except Exception as exc:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(_Dropped(str(exc)))
+
+    def _on_tick_turn(self) -> None:
+        """Retry ReadIndex rounds that got no answer (the leader may have lost them)."""
+        if not self._read_rounds:
+            return
+        limit = time.monotonic() - max(0.5, 3 * self.heartbeat_s)
+        for ctx in [c for c, (t, _) in self._read_rounds.items() if t < limit]:
+            _, futs = self._read_rounds.pop(ctx)
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(_Dropped("read index round unanswered"))
+
+    async def _handle_ready(self, rd) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.messages:
+            self._send(rd.messages)
+        snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
+        if rd.hard_state is not None or rd.entries or snap is not None:
+            if getattr(self.storage, "sync_in_thread", True):
+                await asyncio.to_thread(self._persist, rd.hard_state, rd.entries, snap, rd.must_sync or snap is not None)
+            else:
+                self._persist(rd.hard_state, rd.entries, snap, rd.must_sync)
+        if rd.hard_state is not None:
+            self.term = rd.hard_state.term
+            if rd.hard_state.commit > self.commit_index:
+                metrics.proposals_committed.inc(rd.hard_state.commit - self.commit_index)
+                self.commit_index = rd.hard_state.commit
+                metrics.raft_commit_index.set(self.commit_index)
+            metrics.raft_term.set(self.term)
+        if snap is not None:
+            await self._restore_snapshot(snap)
+        if rd.persisted_messages:
+            self._send(rd.persisted_messages)
+        for rs in rd.read_states:
+            round_ = self._read_rounds.pop(rs.request_ctx, None)
+            if round_ is not None:
+                for fut in round_[1]:
+                    if not fut.done():
+                        fut.set_result(rs.index)
+        if rd.committed_entries:
+            await self._apply(rd.committed_entries)
+
+    def _persist(self, hs, entries, snap, must_sync: bool) -> None:
+        self.storage.save(hs, entries, snap)
+        if must_sync:
+            t0 = time.perf_counter()
+            self.storage.sync()
+            metrics.wal_fsync_seconds.observe(time.perf_counter() - t0)
+
+    def _send(self, msgs: list[Message]) -> None:
+        out = []
+        for m in msgs:
+            if m.to == self.id:
+                self._inbox.append(m)
+                self._wake.set()
+            else:
+                out.append(m)
+        if out and self.transport is not None:
+            self.transport.send(out)
+
+    def _on_soft_state(self, ss) -> None:
+        old_leader, old_role = self.leader_id, self.role
+        self.leader_id = ss.leader_id
+        self.role = ss.role
+        if ss.leader_id != old_leader:
+            if ss.leader_id:
+                metrics.leader_changes.inc()
+            metrics.has_leader.set(1 if ss.leader_id else 0)
+            self._commit_seen.clear()
+            log.info("%s: leader is now %x (term %d)", self.name, ss.leader_id, self._rn.term)
+        metrics.is_leader.set(1 if ss.role == StateRole.LEADER else 0)
+        if ss.role == StateRole.LEADER and old_role != StateRole.LEADER:
+            self._leader_committed_in_term = False
+            self._on_become_leader()
+        self._notify_changed()
+
+    def _notify_changed(self) -> None:
+        ev, self._changed = self._changed, _new_event()
+        ev.set()
+
+    async def _restore_snapshot(self, snap: Snapshot) -> None:
+        """A follower received the leader's snapshot: replace the store with it."""
+        # In the loop thread on purpose: restore swaps the LMDB environment, which
+        # concurrent reads on the loop must never see half-done.
+        self.store.restore(io.BytesIO(snap.data))
+        self.snapshot_index = snap.metadata.index
+        self.applied_index = snap.metadata.index
+        self.conf_state = snap.metadata.conf_state
+        self._reload_leases()
+        self._refresh_peers()
+        metrics.snapshots_applied.inc()
+        log.info("%s: restored snapshot at index %d", self.name, snap.metadata.index)
+        self._wake_apply_waiters()
+
+    # --- apply ------------------------------------------------------------------------
+    async def _apply(self, ents) -> None:
+        t0 = time.perf_counter()
+        store = self.store
+        store_applied = store.applied_index
+        items: list = []
+        meta: list = []
+        confs: list = []
+        unpackb = msgpack.unpackb
+        for e in ents:
+            origin = req = 0
+            if e.type == EntryType.CONF_CHANGE:
+                cc = ConfChange.decode(e.data)
+                confs.append(cc)
+                rec = None
+                if cc.context:
+                    origin, req, rec = unpackb(cc.context, raw=False)
+                if e.index <= store_applied:
+                    continue
+                if rec is None:
+                    cmd = Noop()
+                elif rec.get("remove"):
+                    cmd = MemberRemove(rec["id"])
+                else:
+                    cmd = MemberSet(rec)
+            else:
+                if e.index <= store_applied:
+                    continue
+                if e.data:
+                    origin, req, payload = unpackb(e.data, raw=False)
+                    cmd = decode_command(payload)
+                else:
+                    cmd = Noop()
+            items.append((e.index, cmd))
+            meta.append((origin, req, e.term, cmd))
+        results = store.apply_batch(items) if items else []
+        all_events: list = []
+        now = time.monotonic()
+        membership_changed = False
+        term = self.term
+        is_leader = self.role == StateRole.LEADER
+        for (origin, req, eterm, cmd), (res, events) in zip(meta, results):
+            if events:
+                all_events.extend(events)
+            tc = type(cmd)
+            if tc is LeaseGrant or tc is LeaseRevoke:
+                self._on_lease_applied(cmd, res, now)
+            elif tc is MemberSet or tc is MemberRemove:
+                membership_changed = True
+            if is_leader and eterm == term:
+                self._leader_committed_in_term = True
+            if origin == self.id:
+                p = self._pending.pop(req, None)
+                if p is not None:
+                    fut, t_start = p
+                    if not fut.done():
+                        if isinstance(res, Exception):
+                            fut.set_exception(res)
+                        else:
+                            fut.set_result(res)
+                    metrics.proposal_commit_seconds.observe(now - t_start)
+        if is_leader and not items and ents and ents[-1].term == term:
+            self._leader_committed_in_term = True
+        for cc in confs:
+            self.conf_state = self._rn.apply_conf_change(cc)
+            membership_changed = True
+            for ch in cc.changes:
+                if ch.node_id == self.id and ch.type == 1:  # REMOVE_NODE of ourselves
+                    self.removed = True
+        self.applied_index = ents[-1].index
+        metrics.proposals_applied.inc(len(ents))
+        metrics.raft_applied_index.set(self.applied_index)
+        if membership_changed:
+            self._refresh_peers()
+        if all_events and self.watch_hub is not None:
+            self.watch_hub.publish(all_events, store.revision)
+        # Followers: we are caught up with every leader commit we saw up to our applied index.
+        seen = self._commit_seen
+        while seen and seen[0][0] <= self.applied_index:
+            t = seen.popleft()[1]
+            if t > self._caught_up_at:
+                self._caught_up_at = t
+        self._wake_apply_waiters()
+        metrics.apply_seconds.observe(time.perf_counter() - t0)
+        metrics.proposals_pending.set(len(self._pending))
+        if self.applied_index - self.snapshot_index >= self.config.snapshot_count:
+            await self._create_snapshot()
+
+    def _wake_apply_waiters(self) -> None:
+        w = self._apply_waiters
+        applied = self.applied_index
+        while w and w[0][0] <= applied:
+            _, _, fut = heapq.heappop(w)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _create_snapshot(self) -> None:
+        index, cs = self.applied_index, self.conf_state
+        store, storage = self.store, self.storage
+
+        def work() -> None:
+            sync = getattr(store, "sync", None)
+            if sync is not None:
+                sync()
+            buf = io.BytesIO()
+            store.snapshot(buf)
+            storage.create_snapshot(index, cs, buf.getvalue())
+            compact_to = index - SNAPSHOT_CATCHUP_ENTRIES
+            if compact_to > storage.first_index():
+                storage.compact(compact_to)
+
+        await asyncio.to_thread(work)
+        self.snapshot_index = index
+        metrics.snapshots_taken.inc()
+        log.info("%s: snapshot at index %d", self.name, index)
+
+    # ================================================================================
+    # writes
+    # ================================================================================
+    def _deadline(self, timeout_s: float | None) -> float:
+        return time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
+
+    async def _wait_leader(self, deadline: float) -> int:
+        """The known leader's id; waits up to an election timeout for one (NoLeader)."""
+        limit = min(deadline, time.monotonic() + max(self.election_s * 2, 0.5))
+        while self.leader_id == 0:
+            self._check_running()
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                raise errors.NoLeader()
+            ev = self._changed
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return self.leader_id
+
+    def _encode_entry(self, req_id: int, cmd) -> bytes:
+        payload = encode_command(cmd)
+        if len(payload) > self.config.max_request_bytes:
+            raise errors.RequestTooLarge()
+        return msgpack.packb([self.id, req_id, payload], use_bin_type=True)
+
+    async def propose(self, cmd, *, timeout_s: float | None = None):
+        """Replicate ``cmd`` and return its Result once applied here; raises geokv.errors.*."""
+        self._check_running()
+        validate_command(cmd)
+        req_id = next(self._req_ids)
+        data = self._encode_entry(req_id, cmd)
+        return await self._propose_raw(0, data, req_id, self._deadline(timeout_s))
+
+    async def _propose_raw(self, kind: int, data, req_id: int, deadline: float):
+        if len(self._pending) >= MAX_INFLIGHT_PROPOSALS or len(self._proposals) >= MAX_QUEUED_PROPOSALS:
+            metrics.proposals_failed.inc()
+            raise errors.TooManyRequests()
+        loop = asyncio.get_running_loop()
+        t_start = time.monotonic()
+        leader_at_start = self.leader_id
+        try:
+            for attempt in range(MAX_PROPOSE_ATTEMPTS):
+                await self._wait_leader(deadline)
+                fut = loop.create_future()
+                self._pending[req_id] = (fut, t_start)
+                self._proposals.append((kind, data, fut))
+                self._wake.set()
+                remaining = deadline - time.monotonic()
+                try:
+                    return await asyncio.wait_for(fut, max(0.0, remaining))
+                except _Dropped:
+                    self._pending.pop(req_id, None)
+                    await asyncio.sleep(min(self.heartbeat_s, max(0.0, deadline - time.monotonic())))
+                    if time.monotonic() >= deadline:
+                        break
+                except asyncio.TimeoutError:
+                    break
+            metrics.proposals_failed.inc()
+            if self.leader_id == 0:
+                raise errors.NoLeader()
+            if self.leader_id != leader_at_start:
+                raise errors.TimeoutDueToLeaderFail()
+            raise errors.Timeout()
+        except errors.GeoKVError as exc:
+            if not isinstance(exc, (errors.Timeout, errors.NoLeader, errors.TimeoutDueToLeaderFail)):
+                pass
+            raise
+        finally:
+            self._pending.pop(req_id, None)
+
+    # ================================================================================
+    # reads
+    # ================================================================================
+    async def read(self, r: Range, *, mode: str | None = None, max_staleness_ms: float | None = None,
+                   timeout_s: float | None = None) -> RangeResult:
+        """Serve a Range. ``mode``: linearizable | lease | serializable | bounded."""
+        self._check_running()
+        validate_command(r)
+        if mode is None:
+            mode = self.config.read_mode_default
+        if r.serializable:
+            mode = "serializable"
+        if mode == "serializable":
+            return self.store.range(r)
+        if mode == "bounded":
+            res, _staleness = await self.read_bounded(r, max_staleness_ms or 0.0, timeout_s=timeout_s)
+            return res
+        if mode == "lease":
+            await self._lease_barrier(self._deadline(timeout_s))
+            return self.store.range(r)
+        if mode != "linearizable":
+            raise errors.InvalidArgument(f"etcdserver: unknown read mode {mode!r}")
+        await self.wait_linearizable(timeout_s=timeout_s)
+        return self.store.range(r)
+
+    async def read_bounded(self, r: Range, max_staleness_ms: float, *, timeout_s: float | None = None):
+        """Local read if this replica is at most ``max_staleness_ms`` behind; else linearizable.
+
+        Returns (result, staleness_ms) where staleness_ms bounds how old the data may be.
+        """
+        self._check_running()
+        st = self.staleness_ms()
+        if st <= max_staleness_ms:
+            return self.store.range(r), st
+        await self.wait_linearizable(timeout_s=timeout_s)
+        return self.store.range(r), 0.0
+
+    def staleness_ms(self) -> float:
+        """Upper bound on how far this replica's applied state lags the leader, in ms."""
+        if self.role == StateRole.LEADER:
+            return 0.0 if self.applied_index >= self.commit_index else self.heartbeat_s * 1000
+        if self._caught_up_at == -math.inf:
+            return math.inf
+        return (time.monotonic() - self._caught_up_at) * 1000.0
+
+    async def wait_linearizable(self, *, timeout_s: float | None = None) -> None:
+        """ReadIndex barrier: returns once this replica has applied a linearizable index."""
+        self._check_running()
+        deadline = self._deadline(timeout_s)
+        idx = await self._read_index(deadline)
+        await self._wait_applied(idx, deadline)
+
+    async def _read_index(self, deadline: float) -> int:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait_leader(deadline)
+            if len(self._read_queue) >= MAX_QUEUED_READS:
+                raise errors.TooManyRequests()
+            fut = loop.create_future()
+            self._read_queue.append(fut)
+            self._wake.set()
+            remaining = deadline - time.monotonic()
+            try:
+                return await asyncio.wait_for(fut, max(0.0, remaining))
+            except _Dropped:
+                await asyncio.sleep(min(self.heartbeat_s, max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline:
+                    raise errors.Timeout() from None
+            except asyncio.TimeoutError:
+                raise (errors.NoLeader() if self.leader_id == 0 else errors.Timeout()) from None
+
+    async def _wait_applied(self, index: int, deadline: float) -> None:
+        if self.applied_index >= index:
+            return
+        if len(self._apply_waiters) >= MAX_APPLY_WAITERS:
+            raise errors.TooManyRequests()
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._apply_waiters, (index, next(self._apply_seq), fut))
+        try:
+            await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise errors.Timeout() from None
+
+    async def _lease_barrier(self, deadline: float) -> None:
+        """Leader lease read: no network round if this leader's lease is valid."""
+        rn = self._rn
+        if self.role == StateRole.LEADER and self._leader_committed_in_term:
+            try:
+                valid = bool(rn.status().lease_valid)
+            except Exception:
+                valid = False
+            if valid:
+                await self._wait_applied(self.commit_index, deadline)
+                return
+        idx = await self._read_index(deadline)
+        await self._wait_applied(idx, deadline)
+
+    # ================================================================================
+    # status / admin
+    # ================================================================================
+    def header(self) -> tuple[int, int, int, int]:
+        return self.cluster_id, self.id, self.store.revision, self.term
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == StateRole.LEADER
+
+    async def status(self) -> dict:
+        me = next((m for m in self.store.members() if m.get("id") == self.id), {})
+        leader_region = ""
+        if self.leader_id == self.id:
+            leader_region = self.region
+        elif self.leader_id:
+            lm = next((m for m in self.store.members() if m.get("id") == self.leader_id), None)
+            leader_region = (lm or {}).get("region", "") or ""
+        st = self.staleness_ms()
+        return {
+            "id": self.id, "name": self.name, "cluster_id": self.cluster_id, "leader": self.leader_id,
+            "term": self.term, "raft_term": self.term, "raft_index": self.commit_index,
+            "raft_applied_index": self.applied_index,
+            "revision": self.store.revision, "db_size": self.store.db_size(),
+            "db_size_in_use": self.store.db_size(), "is_learner": bool(me.get("is_learner", False)),
+            "role": self.role.name.lower(), "region": self.region, "zone": self.zone,
+            "leader_region": leader_region, "read_mode_default": self.config.read_mode_default,
+            "rtt_ms": dict(self.transport.rtt_ms()) if self.transport else {},
+            "staleness_ms": st, "applied_lag_ms": int(min(st, 1e9)) if self.leader_id else 0,
+            "errors": [], "version": "3.4.0",
+        }
+
+    def hash_kv(self, revision: int = 0):
+        return self.store.hash_kv(revision)
+
+    def defragment(self) -> None:
+        """LMDB reuses freed pages itself; there is nothing to defragment."""
+
+    def alarms(self, action: int = 0, member_id: int = 0, alarm: int = 0) -> list:
+        """No alarms are raised yet (the quota surfaces as NoSpace on writes)."""
+        return []
+
+    def snapshot_stream(self, chunk_bytes: int = 1 << 20):
+        """Yield the MVCC snapshot stream in chunks (etcd's Maintenance.Snapshot)."""
+        buf = io.BytesIO()
+        self.store.snapshot(buf)
+        data = buf.getvalue()
+        for off in range(0, len(data), chunk_bytes):
+            yield data[off:off + chunk_bytes]
+
+    async def move_leader(self, target_id: int, *, timeout_s: float | None = None) -> None:
+        self._check_running()
+        deadline = self._deadline(timeout_s)
+        if not self.is_leader:
+            leader = await self._wait_leader(deadline)
+            await self._call(leader, "move_leader", target_id, deadline)
+            return
+        await self._move_leader_local(target_id, deadline)
+
+    async def _move_leader_local(self, target_id: int, deadline: float) -> None:
+        if not self.is_leader:
+            raise errors.NotLeader()
+        if target_id not in self.conf_state.voters:
+            raise errors.BadLeaderTransferee()
+        if target_id == self.id:
+            return
+        self._add_action(lambda rn: rn.transfer_leader(target_id))
+        limit = min(deadline, time.monotonic() + 3 * self.election_s)
+        while self.leader_id != target_id:
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                raise errors.Timeout("etcdserver: request timed out, leader transfer took too long")
+            ev = self._changed
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    # ================================================================================
+    # forwarded calls between members
+    # ================================================================================
+    async def _call(self, peer_id: int, method: str, payload, deadline: float):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.Timeout()
+        try:
+            return await self.transport.call(peer_id, method, payload, remaining)
+        except PeerUnavailable:
+            raise errors.TimeoutDueToConnectionLost() from None
+
+    async def _on_leader(self, method: str, payload, local, *, timeout_s: float | None = None):
+        """Run ``local(payload, deadline)`` on the leader: here, or forwarded to it."""
+        self._check_running()
+        deadline = self._deadline(timeout_s)
+        while True:
+            if self.is_leader:
+                return await local(payload, deadline)
+            leader = await self._wait_leader(deadline)
+            try:
+                return await self._call(leader, method, payload, deadline)
+            except (errors.NotLeader, errors.TimeoutDueToConnectionLost):
+                if time.monotonic() + self.heartbeat_s >= deadline:
+                    raise
+                await asyncio.sleep(self.heartbeat_s)
+
+    async def _handle_call(self, peer_id: int, method: str, payload):
+        self._check_running()
+        deadline = self._deadline(None)
+        if method == "lease_keepalive":
+            return await self._lease_keepalive_local(int(payload), deadline)
+        if method == "lease_ttl":
+            return await self._lease_ttl_local(payload, deadline)
+        if method == "member_promote":
+            return await self._member_promote_local(int(payload), deadline)
+        if method == "move_leader":
+            await self._move_leader_local(int(payload), deadline)
+            return None
+        if method == "propose":  # tools/tests: an encoded command -> encoded result
+            res = await self.propose(decode_command(payload))
+            return encode_result(res)
+        if method == "range":
+            r = decode_command(payload[0])
+            if type(r) is not Range:
+                raise errors.InvalidArgument()
+            return encode_result(await self.read(r, mode=str(payload[1])))
+        if method == "status":
+            st = await self.status()
+            st["rtt_ms"] = {str(k): v for k, v in st["rtt_ms"].items()}
+            st["staleness_ms"] = st["staleness_ms"] if math.isfinite(st["staleness_ms"]) else -1.0
+            return st
+        raise errors.InvalidArgument(f"etcdserver: unknown peer call {method!r}")
+
+
+__all__ = ["Member", "Put", "DeleteRange", "Txn", "Compact", "decode_result"]

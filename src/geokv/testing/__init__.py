@@ -1,0 +1,1 @@
+"""Helpers to run real geokv members and clusters in tests, demos and benchmarks."""
