@@ -1,0 +1,121 @@
+"""The shape of one simulated run, drawn from the seed (swarm testing).
+
+Each seed picks its own cluster size, placement, clock drift, network fault rates,
+read mode, snapshot cadence and which kinds of faults the nemesis may inject, so a
+swarm of seeds explores many combinations instead of one average mix.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+from .network import REGIONS
+
+FAULT_KINDS: tuple[str, ...] = (
+    "partition", "crash", "crash_leader", "pause", "clog", "member", "transfer",
+)
+
+
+@dataclass(slots=True)
+class SimConfig:
+    seed: int
+    faults: bool = True
+    n_voters: int = 3
+    #: Most servers that may ever exist in the run (initial voters + added nodes).
+    nodes_max: int = 7
+    regions: tuple[str, ...] = ("us-east", "eu-west", "ap-south")
+    tick_ms: float = 100.0
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    #: Each node's tick interval is tick_ms * (1 + u), u uniform in [-drift, +drift].
+    drift_max: float = 0.0
+    check_quorum: bool = True
+    pre_vote: bool = True
+    read_mode: str = "safe"            # "safe" (ReadIndex) or "lease"
+    lease_drift_ticks: int = 1
+    max_size_per_msg: int = 4096
+    max_inflight_msgs: int = 64
+    snapshot_interval: int = 1_000_000
+    snapshot_keep_entries: int = 5
+    fsync_ms_max: float = 2.0
+    loss_rate: float = 0.0
+    dup_rate: float = 0.0
+    reorder_rate: float = 0.0
+    clients: int = 3
+    keys: int = 2
+    client_timeout_ms: float = 3000.0
+    think_ms_max: float = 60.0
+    write_fraction: float = 0.5
+    safety_ms: float = 10_000.0
+    #: After healing, a leader must exist and a new write must commit within this.
+    liveness_ms_max: float = 20_000.0
+    #: After the liveness write, how long replicas get to converge before final checks.
+    settle_ms: float = 3_000.0
+    fault_mean_interval_ms: float = 700.0
+    fault_kinds: tuple[str, ...] = ()
+
+    @classmethod
+    def generate(cls, seed: int, *, faults: bool = True) -> SimConfig:
+        rng = random.Random(f"geokv-sim-config-{seed}")
+        c = cls(seed=seed, faults=faults)
+        c.n_voters = rng.choice((3, 3, 5, 5, 5))
+        c.regions = tuple(rng.sample(REGIONS, rng.randint(1, len(REGIONS))))
+        c.clients = rng.randint(2, 4)
+        c.keys = rng.randint(1, 3)
+        c.write_fraction = rng.choice((0.3, 0.5, 0.7))
+        c.snapshot_interval = rng.choice((8, 20, 50, 1_000_000))
+        c.snapshot_keep_entries = rng.choice((0, 2, 10))
+        c.max_inflight_msgs = rng.choice((1, 4, 64))
+        c.max_size_per_msg = rng.choice((64, 4096))
+        c.fsync_ms_max = rng.choice((0.5, 2.0, 8.0))
+        c.pre_vote = rng.random() < 0.7
+        c.check_quorum = rng.random() < 0.8
+        c.read_mode = "lease" if c.check_quorum and rng.random() < 0.4 else "safe"
+        if faults:
+            c.drift_max = rng.choice((0.0, 0.02, 0.05, 0.1))
+            c.loss_rate = rng.choice((0.0, 0.0, 0.01, 0.05, 0.15))
+            c.dup_rate = rng.choice((0.0, 0.01, 0.05))
+            c.reorder_rate = rng.choice((0.0, 0.02, 0.1))
+            c.fault_mean_interval_ms = rng.choice((300.0, 700.0, 1500.0))
+            kinds = [k for k in FAULT_KINDS if rng.random() < 0.6]
+            c.fault_kinds = tuple(kinds or [rng.choice(FAULT_KINDS)])
+        c.lease_drift_ticks = lease_drift_ticks_for(c.election_tick, c.drift_max)
+        return c
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+def lease_drift_ticks_for(election_tick: int, drift_max: float) -> int:
+    """Ticks a follower's clock can gain on the leader's over one election timeout.
+
+    With tick intervals in [t(1-d), t(1+d)], while the leader ticks E times a follower
+    ticks at most E(1+d)/(1-d) times, i.e. E*2d/(1-d) more; one more tick covers the
+    phase offset between the two tickers.
+    """
+    gain = election_tick * 2 * drift_max / (1 - drift_max) if drift_max else 0.0
+    return min(election_tick - 1, math.ceil(gain - 1e-9) + 1)
+
+
+@dataclass(slots=True)
+class RunResult:
+    seed: int
+    ok: bool
+    failure: str | None = None
+    failure_kind: str | None = None
+    virtual_ms: float = 0.0
+    events: int = 0
+    wall_s: float = 0.0
+    liveness_ms: float | None = None
+    ops_acked: int = 0
+    ops_unknown: int = 0
+    reads_done: int = 0
+    leaders: int = 0
+    snapshots_installed: int = 0
+    crashes: int = 0
+    fault_log: list[str] = field(default_factory=list)
+    trace_tail: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    net: dict = field(default_factory=dict)

@@ -1,0 +1,511 @@
+"""One simulated run: cluster, clients, nemesis, the two phases, and the final checks.
+
+Phase 1 (safety, ``safety_ms``): clients write and read while the nemesis injects
+faults; the checkers watch every step. Phase 2 (liveness): every fault is healed, and
+within ``liveness_ms_max`` a leader must be elected and a new write must commit. Then
+the replicas get ``settle_ms`` to converge, every acknowledged write must be present on
+every replica that applied past it, and the client history must be linearizable.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+
+from geokv.raft.types import ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType
+from geokv.raft.types import ConfState, StateRole
+
+from . import partitions
+from .checkers import SafetyChecker, SafetyViolation
+from .config import RunResult, SimConfig
+from .linearizability import CheckerBoundExceeded, Op, check_history
+from .network import Network, NetworkParams
+from .node import CRASHED, PAUSED, RUNNING, STOPPED, SimNode, _cc_str
+from .scheduler import Scheduler, SimulationLimitExceeded
+from .statemachine import encode_write
+
+#: Trace lines kept for a failure report (the tail of the run).
+TRACE_LINES_MAX = 300
+#: Bound on client operations per run (keeps the linearizability check small).
+CLIENT_OPS_MAX = 4000
+#: Interval at which the liveness phase retries its probe write.
+PROBE_RETRY_MS = 1000.0
+
+
+class LivenessFailure(Exception):
+    pass
+
+
+class HistoryViolation(Exception):
+    pass
+
+
+@dataclass(slots=True, eq=False)
+class ClientOp:
+    op: Op
+    client: int
+    node_id: int
+    write_id: int = 0
+    data: bytes = b""
+    read_ctx: bytes = b""
+    done: bool = False
+    is_probe: bool = False
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.sched = Scheduler(cfg.seed)
+        master = self.sched.rng
+        self.rng_net = random.Random(master.getrandbits(64))
+        self.rng_nemesis = random.Random(master.getrandbits(64))
+        self.rng_client = random.Random(master.getrandbits(64))
+        self.rng_nodes = random.Random(master.getrandbits(64))
+        self.checker = SafetyChecker()
+        self.nodes: dict[int, SimNode] = {}
+        self.net = Network(
+            self.sched, self.rng_net, {}, self._deliver,
+            NetworkParams(loss_rate=cfg.loss_rate, dup_rate=cfg.dup_rate,
+                          reorder_rate=cfg.reorder_rate),
+        )
+        self.trace_lines: deque[str] = deque(maxlen=TRACE_LINES_MAX)
+        self.fault_log: list[str] = []
+        self.history: list[ClientOp] = []
+        self.acked: dict[int, tuple[int, int]] = {}   # write id -> (node, applied index)
+        self.next_write_id = 1
+        self.next_op_id = 1
+        self.phase = "safety"
+        self.leader_seen: dict[int, int] = {}          # term -> leader (for the trace)
+        self.conf_index_max = 0
+        self.members_ever: set[int] = set()
+        self.partition_epoch = 0
+        self.probe_acked_at: float | None = None
+        self.probe_ops: list[ClientOp] = []
+        self.crashes = 0
+        self.snapshots_installed = 0
+        self.next_node_id = cfg.n_voters + 1
+
+        voters = tuple(range(1, cfg.n_voters + 1))
+        cs = ConfState(voters=voters)
+        for nid in voters:
+            self._add_node(nid, cs)
+        self.members_ever.update(voters)
+
+    # --- plumbing ---------------------------------------------------------------------
+    def trace(self, line: str) -> None:
+        self.trace_lines.append(f"t={self.sched.now_ms:9.1f} {line}")
+
+    def fault(self, line: str) -> None:
+        entry = f"t={self.sched.now_ms:9.1f} {line}"
+        self.fault_log.append(entry)
+        self.trace_lines.append(entry)
+
+    def _add_node(self, nid: int, cs: ConfState) -> SimNode:
+        cfg = self.cfg
+        rng = self.rng_nodes
+        drift = rng.uniform(-cfg.drift_max, cfg.drift_max) if cfg.drift_max else 0.0
+        node = SimNode(self, nid, rng.choice(cfg.regions), cs,
+                       tick_ms=cfg.tick_ms * (1.0 + drift),
+                       fsync_ms=rng.uniform(0.1, cfg.fsync_ms_max),
+                       rng_seed=rng.getrandbits(64))
+        self.nodes[nid] = node
+        self.net.placement[nid] = node.region
+        node.start()
+        return node
+
+    def _deliver(self, to: int, frm: int, payload: bytes) -> None:
+        node = self.nodes.get(to)
+        if node is None:
+            self.net.stats.dropped_dead += 1
+            return
+        node.on_payload(frm, payload)
+
+    def note_leader(self, nid: int, term: int) -> None:
+        if self.leader_seen.get(term) is None:
+            self.leader_seen[term] = nid
+            self.trace(f"n{nid} became leader of term {term}")
+
+    def leader(self) -> SimNode | None:
+        best = None
+        for node in self.nodes.values():
+            if node.status == RUNNING and node.rawnode.role == StateRole.LEADER:
+                if best is None or node.rawnode.term > best.rawnode.term:
+                    best = node
+        return best
+
+    def on_conf_applied(self, node: SimNode, index: int, cc: ConfChange, cs: ConfState) -> None:
+        if index <= self.conf_index_max:
+            return
+        self.conf_index_max = index
+        members = set(cs.voters) | set(cs.learners) | set(cs.voters_outgoing) | set(cs.learners_next)
+        self.trace(f"config at {index} ({_cc_str(cc)}): voters={list(cs.voters)} "
+                   f"learners={list(cs.learners)} outgoing={list(cs.voters_outgoing)}")
+        for nid in sorted(self.members_ever - members):
+            self.members_ever.discard(nid)
+            self.sched.after(0.0, self._retire, nid)
+        self.members_ever |= members
+
+    def _retire(self, nid: int) -> None:
+        node = self.nodes.get(nid)
+        if node is not None and not node.removed:
+            self.fault(f"n{nid} removed from the cluster: shuts down")
+            node.stop_forever()
+
+    # --- clients ----------------------------------------------------------------------
+    def _start_clients(self) -> None:
+        for c in range(1, self.cfg.clients + 1):
+            self.sched.after(self.rng_client.uniform(0, 200), self._client_next, c)
+
+    def _pick_node(self) -> SimNode | None:
+        rng = self.rng_client
+        if rng.random() < 0.5:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+        candidates = [n for n in self.nodes.values() if n.status != STOPPED]
+        return rng.choice(candidates) if candidates else None
+
+    def _client_next(self, client: int) -> None:
+        if self.phase != "safety" or len(self.history) >= CLIENT_OPS_MAX:
+            return
+        rng = self.rng_client
+        node = self._pick_node()
+        if node is None:
+            return
+        key = f"k{rng.randrange(self.cfg.keys)}"
+        if rng.random() < self.cfg.write_fraction:
+            op = self._new_write(client, key, node.id)
+        else:
+            op = self._new_read(client, key, node.id)
+        self._submit(op, node)
+
+    def _new_write(self, client: int, key: str, nid: int) -> ClientOp:
+        wid = self.next_write_id
+        self.next_write_id += 1
+        op = Op(self.next_op_id, client, "w", key, wid, 0, None)
+        self.next_op_id += 1
+        return ClientOp(op, client, nid, write_id=wid, data=encode_write(wid, key, wid))
+
+    def _new_read(self, client: int, key: str, nid: int) -> ClientOp:
+        op = Op(self.next_op_id, client, "r", key, None, 0, None)
+        ctx = b"r%d" % self.next_op_id
+        self.next_op_id += 1
+        return ClientOp(op, client, nid, read_ctx=ctx)
+
+    def _submit(self, cop: ClientOp, node: SimNode) -> None:
+        cop.op.call = self.sched.next_seq()
+        if not node.submit(cop):
+            cop.done = True  # connection refused: the request never left the client
+            self._client_idle(cop)
+            return
+        self.history.append(cop)
+        self.sched.after(self.cfg.client_timeout_ms, self._client_timeout, cop)
+
+    def _client_idle(self, cop: ClientOp) -> None:
+        if not cop.is_probe:
+            self.sched.after(self.rng_client.uniform(0, self.cfg.think_ms_max),
+                             self._client_next, cop.client)
+
+    def _client_timeout(self, cop: ClientOp) -> None:
+        if cop.done:
+            return
+        node = self.nodes[cop.node_id]
+        node.forget_client_op(cop)
+        if cop.op.kind == "w":
+            self.client_write_unknown(cop)
+        else:
+            self.client_read_failed(cop)
+
+    def client_write_acked(self, cop: ClientOp, nid: int, index: int) -> None:
+        if cop.done:
+            return
+        cop.done = True
+        cop.op.ret = self.sched.next_seq()
+        self.acked[cop.write_id] = (nid, index)
+        if cop.is_probe and self.probe_acked_at is None:
+            self.probe_acked_at = self.sched.now_ms
+            self.trace(f"liveness write {cop.write_id} acked by n{nid} at index {index}")
+        self._client_idle(cop)
+
+    def client_write_unknown(self, cop: ClientOp) -> None:
+        if cop.done:
+            return
+        cop.done = True
+        cop.op.ret = None  # may or may not take effect
+        self._client_idle(cop)
+
+    def client_write_failed(self, cop: ClientOp) -> None:
+        """Definitely not applied (refused before entering any log)."""
+        if cop.done:
+            return
+        cop.done = True
+        cop.op.ret = -1
+        self._client_idle(cop)
+
+    def client_read_done(self, cop: ClientOp, value: int | None, nid: int, index: int) -> None:
+        if cop.done:
+            return
+        cop.done = True
+        cop.op.value = value
+        cop.op.ret = self.sched.next_seq()
+        self._client_idle(cop)
+
+    def client_read_failed(self, cop: ClientOp) -> None:
+        if cop.done:
+            return
+        cop.done = True
+        cop.op.ret = -1
+        self._client_idle(cop)
+
+    # --- nemesis ----------------------------------------------------------------------
+    def _plan_faults(self) -> None:
+        cfg = self.cfg
+        if not cfg.faults or not cfg.fault_kinds:
+            return
+        rng = self.rng_nemesis
+        t = 300.0
+        end = cfg.safety_ms - 300.0
+        while True:
+            t += rng.expovariate(1.0 / cfg.fault_mean_interval_ms)
+            if t >= end:
+                break
+            kind = rng.choice(cfg.fault_kinds)
+            duration = rng.uniform(100.0, 3500.0)
+            self.sched.at(t, self._inject, kind, duration)
+
+    def _inject(self, kind: str, duration_ms: float) -> None:
+        if self.phase != "safety":
+            return
+        rng = self.rng_nemesis
+        up = [n for n in self.nodes.values() if n.up]
+        if kind == "partition":
+            nodes = sorted(n.id for n in self.nodes.values() if n.status != STOPPED)
+            if len(nodes) < 2:
+                return
+            shape = rng.choice(sorted(partitions.SHAPES))
+            links, desc = partitions.SHAPES[shape](nodes, rng)
+            self.net.set_blocked(links)
+            self.partition_epoch += 1
+            self.fault(f"partition {desc} for {duration_ms:.0f}ms")
+            self.sched.after(duration_ms, self._heal_partition, self.partition_epoch)
+        elif kind in ("crash", "crash_leader"):
+            target = self.leader() if kind == "crash_leader" else None
+            if target is None:
+                if not up:
+                    return
+                target = rng.choice(up)
+            what = target.crash()
+            self.crashes += 1
+            self.fault(f"crash n{target.id} ({what}) for {duration_ms:.0f}ms")
+            self.sched.after(duration_ms, self._restart, target.id)
+        elif kind == "pause":
+            running = [n for n in up if n.status == RUNNING]
+            if not running:
+                return
+            target = rng.choice(running)
+            target.pause()
+            self.fault(f"pause n{target.id} for {duration_ms:.0f}ms")
+            self.sched.after(duration_ms, self._resume, target.id, target.epoch)
+        elif kind == "clog":
+            if not up:
+                return
+            target = rng.choice(up)
+            until = self.sched.now_ms + duration_ms * 0.5
+            outgoing = rng.random() < 0.5
+            for other in self.nodes:
+                if other != target.id:
+                    if outgoing:
+                        self.net.clog(target.id, other, until)
+                    else:
+                        self.net.clog(other, target.id, until)
+            self.fault(f"clog {'out of' if outgoing else 'into'} n{target.id} "
+                       f"for {duration_ms * 0.5:.0f}ms")
+        elif kind == "member":
+            self._membership_change()
+        elif kind == "transfer":
+            leader = self.leader()
+            if leader is None:
+                return
+            voters = [v for v in leader.conf_state.voters if v != leader.id]
+            if not voters:
+                return
+            target = rng.choice(voters)
+            self.fault(f"transfer leadership n{leader.id} -> n{target}")
+            leader.admin("transfer", target)
+
+    def _membership_change(self) -> None:
+        rng = self.rng_nemesis
+        leader = self.leader()
+        if leader is None:
+            return
+        cs = leader.conf_state
+        voters, learners = list(cs.voters), list(cs.learners)
+        A, R, L = ConfChangeType.ADD_NODE, ConfChangeType.REMOVE_NODE, ConfChangeType.ADD_LEARNER
+        if cs.voters_outgoing and not cs.auto_leave:
+            cc = ConfChange()
+            self.fault(f"member change via n{leader.id}: leave joint config")
+            leader.admin("conf", cc)
+            return
+        if cs.voters_outgoing:
+            return  # auto-leave in progress
+        options = []
+        if len(self.nodes) < self.cfg.nodes_max:
+            options.append("add_learner")
+        if learners and len(voters) < 7:
+            options.append("promote")
+        if len(voters) > 3:
+            options.append("remove_voter")
+        if learners:
+            options.append("remove_learner")
+        if learners and len(voters) >= 3:
+            options.append("replace_joint")
+        if not options:
+            return
+        choice = rng.choice(options)
+        transition = ConfChangeTransition.AUTO
+        if choice == "add_learner":
+            nid = self.next_node_id
+            self.next_node_id += 1
+            self._add_node(nid, ConfState())
+            changes = (ConfChangeSingle(L, nid),)
+        elif choice == "promote":
+            changes = (ConfChangeSingle(A, rng.choice(learners)),)
+        elif choice == "remove_voter":
+            changes = (ConfChangeSingle(R, rng.choice(voters)),)
+        elif choice == "remove_learner":
+            changes = (ConfChangeSingle(R, rng.choice(learners)),)
+        else:
+            changes = (ConfChangeSingle(A, rng.choice(learners)),
+                       ConfChangeSingle(R, rng.choice(voters)))
+            transition = rng.choice(list(ConfChangeTransition))
+        cc = ConfChange(changes, transition)
+        self.fault(f"member change via n{leader.id}: {_cc_str(cc)}")
+        leader.admin("conf", cc)
+
+    def _heal_partition(self, epoch: int) -> None:
+        if epoch == self.partition_epoch and self.net.blocked:
+            self.net.set_blocked(set())
+            self.fault("partition healed")
+
+    def _restart(self, nid: int) -> None:
+        node = self.nodes[nid]
+        if node.status == CRASHED and not node.removed:
+            node.restart()
+            self.fault(f"restart n{nid}")
+
+    def _resume(self, nid: int, epoch: int) -> None:
+        node = self.nodes[nid]
+        if node.status == PAUSED and node.epoch == epoch:
+            node.resume()
+            self.fault(f"resume n{nid}")
+
+    def _heal_everything(self) -> None:
+        self.phase = "liveness"
+        self.net.heal()
+        p = self.net.params
+        p.loss_rate = p.dup_rate = p.reorder_rate = 0.0
+        for node in self.nodes.values():
+            if node.status == CRASHED and not node.removed:
+                node.restart()
+            elif node.status == PAUSED:
+                node.resume()
+        self.fault("heal everything: liveness phase starts")
+
+    def _probe(self) -> None:
+        if self.probe_acked_at is not None:
+            return
+        node = self.leader()
+        if node is None:
+            up = [n for n in self.nodes.values() if n.status == RUNNING]
+            if not up:
+                return
+            node = self.rng_client.choice(up)
+        cop = self._new_write(0, "probe", node.id)
+        cop.is_probe = True
+        self.probe_ops.append(cop)
+        self._submit(cop, node)
+        self.sched.after(PROBE_RETRY_MS, self._probe)
+
+    # --- the run ----------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        wall0 = time.perf_counter()
+        res = RunResult(seed=cfg.seed, ok=True, config=cfg.summary())
+        try:
+            self._plan_faults()
+            self._start_clients()
+            self.sched.run_until(cfg.safety_ms)
+            self._heal_everything()
+            heal_at = self.sched.now_ms
+            self.sched.after(0.0, self._probe)
+            deadline = heal_at + cfg.liveness_ms_max
+            self.sched.run_until(deadline, lambda: self.probe_acked_at is not None)
+            if self.probe_acked_at is None:
+                leader = self.leader()
+                raise LivenessFailure(
+                    f"liveness: no write committed within {cfg.liveness_ms_max:.0f}ms after "
+                    f"healing (leader now: {'none' if leader is None else f'n{leader.id}'}; "
+                    f"roles: {self._roles()})")
+            res.liveness_ms = self.probe_acked_at - heal_at
+            self.sched.run_until(self.sched.now_ms + cfg.settle_ms)
+            self._final_checks()
+        except SafetyViolation as exc:
+            res.ok, res.failure, res.failure_kind = False, str(exc), "safety"
+        except (LivenessFailure, HistoryViolation, CheckerBoundExceeded) as exc:
+            res.ok, res.failure = False, str(exc)
+            res.failure_kind = {LivenessFailure: "liveness", HistoryViolation: "history",
+                                CheckerBoundExceeded: "checker-bound"}[type(exc)]
+        except SimulationLimitExceeded as exc:
+            res.ok, res.failure, res.failure_kind = False, str(exc), "limit"
+        except Exception as exc:  # an assert or crash in the code under test is a finding
+            kind = "assertion" if isinstance(exc, AssertionError) else "exception"
+            res.ok, res.failure_kind = False, kind
+            res.failure = f"{type(exc).__name__}: {exc} at {_where(exc)}"
+        res.virtual_ms = self.sched.now_ms
+        res.events = self.sched.events_run
+        res.wall_s = time.perf_counter() - wall0
+        res.ops_acked = sum(1 for c in self.history if c.op.kind == "w" and c.op.ret not in (None, -1))
+        res.ops_unknown = sum(1 for c in self.history if c.op.kind == "w" and c.op.ret is None)
+        res.reads_done = sum(1 for c in self.history if c.op.kind == "r" and c.op.ret not in (None, -1))
+        res.leaders = len(self.leader_seen)
+        res.crashes = self.crashes
+        res.fault_log = list(self.fault_log)
+        res.trace_tail = list(self.trace_lines)
+        res.net = self.net.stats.as_dict()
+        return res
+
+    def _roles(self) -> str:
+        return ", ".join(f"n{n.id}:{n.role_name()}" for n in self.nodes.values())
+
+    def _final_checks(self) -> None:
+        # No acknowledged write is lost: every live replica that applied past the index
+        # at which a write was acknowledged holds that write.
+        for node in self.nodes.values():
+            if not node.up:
+                continue
+            sm = node.sm
+            for wid, (nid, index) in self.acked.items():
+                if index <= sm.applied_index and wid not in sm.applied_ids:
+                    raise HistoryViolation(
+                        f"acknowledged write {wid} (applied by n{nid} at index {index}) is "
+                        f"missing on n{node.id}, which applied up to {sm.applied_index}")
+        ops = [c.op for c in self.history
+               if (c.op.kind == "w" and c.op.ret != -1)
+               or (c.op.kind == "r" and c.op.ret is not None and c.op.ret != -1)]
+        msg = check_history(ops)
+        if msg is not None:
+            raise HistoryViolation(f"linearizability: {msg}")
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frames of a traceback, as 'file:line in func' (for reports)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                       for f in reversed(frames))
+
+
+def run_seed(seed: int, *, faults: bool = True) -> RunResult:
+    return Simulation(SimConfig.generate(seed, faults=faults)).run()
