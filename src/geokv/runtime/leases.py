@@ -57,7 +57,7 @@ class LeaseMixin:
             self._revoking.pop(cmd.id, None)
 
     # --- API -----------------------------------------------------------------------
-    async def lease_grant(self, lease_id: int, ttl: int, *, timeout_s: float | None = None) -> LeaseGrantResult:
+    async def lease_grant(self, ttl: int, lease_id: int = 0, *, timeout_s: float | None = None) -> LeaseGrantResult:
         """Grant a lease (id 0: this member picks a fresh non-zero positive int64)."""
         self._check_running()
         if lease_id < 0:
