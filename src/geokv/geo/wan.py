@@ -639,11 +639,43 @@ async def _serve_routes(routes: list[tuple[tuple[str, int], tuple[str, int], flo
         await p.aclose()
 
 
+_ETCD_MEMBER_RE = re.compile(r"^(?P<region>[a-z0-9][a-z0-9._-]*)@(?P<lh>[^:=@]+):(?P<lp>\d+)=(?P<th>[^:=@]+):(?P<tp>\d+)$")
+
+
+def parse_etcd_member(spec: str) -> tuple[str, tuple[str, int], tuple[str, int]]:
+    """``us-east@127.0.0.1:0=127.0.0.1:2380`` -> (region, listen, target)."""
+    m = _ETCD_MEMBER_RE.match(spec.strip())
+    if not m:
+        raise RttError(f"invalid etcd member {spec!r} (expected REGION@LISTEN_HOST:PORT=TARGET_HOST:PORT)")
+    return m["region"], (m["lh"], int(m["lp"])), (m["th"], int(m["tp"]))
+
+
+async def _serve_etcd_peers(members: list[tuple[str, tuple[str, int], tuple[str, int]]], table: RttTable) -> None:
+    """One proxy in front of each etcd member's peer port; the delay per connection is
+    half the RTT between the sender's region (from X-PeerURLs) and this member's."""
+    proxies = [await WanProxy(listen, target, 0.0).start() for _, listen, target in members]
+    routes = {f"http://{p.address[0]}:{p.port}": region for p, (region, _, _) in zip(proxies, members)}
+    for p, (region, _, _) in zip(proxies, members):
+        table.rtt_ms(region, region)
+        p.one_way_delay_s = delay_for_peer_urls(routes, table, region)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("READY " + " ".join(f"{p.address[0]}:{p.port}" for p in proxies), flush=True)
+    await stop.wait()
+    for p in proxies:
+        await p.aclose()
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m geokv.geo.wan", description="WAN emulation tools")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("proxy", help="run TCP delay proxies until SIGTERM")
     p.add_argument("--route", action="append", required=True, metavar="LISTEN=TARGET@DELAY")
+    e = sub.add_parser("etcd-proxy", help="delay proxies in front of etcd peer ports, delay chosen per sender")
+    e.add_argument("--member", action="append", required=True, metavar="REGION@LISTEN=TARGET")
+    e.add_argument("--rtt", default="", help="RTT overrides, e.g. eu-west:ap-south=120ms")
     t = sub.add_parser("table", help="print the RTT table")
     t.add_argument("--rtt", default="", help="overrides, e.g. eu-west:ap-south=120ms")
     args = ap.parse_args(list(argv) if argv is not None else None)
@@ -651,6 +683,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.cmd == "table":
             for k, v in build_rtt_table(args.rtt).as_dict().items():
                 print(f"{k:28s} {v:7.1f} ms")
+            return 0
+        if args.cmd == "etcd-proxy":
+            table = build_rtt_table(args.rtt)
+            members = [parse_etcd_member(m) for m in args.member]
+            for region, _, _ in members:
+                if not table.has_region(region):
+                    table.rtt_ms(region, region + "?")
+            asyncio.run(_serve_etcd_peers(members, table))
             return 0
         routes = [parse_route(r) for r in args.route]
     except RttError as e:
