@@ -48,6 +48,10 @@ class Inflights:
         while buf and buf[0] <= to:
             buf.popleft()
 
+    def free_first_one(self) -> None:
+        if self._buf:
+            self._buf.popleft()
+
     def full(self) -> bool:
         return len(self._buf) >= self.size_max
 
@@ -117,7 +121,9 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False  # stale rejection: we already probed elsewhere
-        self.next = max(min(rejected, match_hint + 1), 1)
+        # Never probe at or below ``match``: those entries are known to be replicated
+        # (a fast back-off hint computed from a stale term can point below it).
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
         assert self.next > self.match, (self.next, self.match)
         self.probe_sent = False
         return True
