@@ -69,7 +69,7 @@ class Node:
 
 class Network:
     def __init__(self, ids, *, seed: int = 0, voters=None, learners=(), codec: bool = True,
-                 **cfg_kwargs) -> None:
+                 bootstrap_log: bool = False, **cfg_kwargs) -> None:
         self.rng = random.Random(seed)
         self.cfg_kwargs = cfg_kwargs
         self.codec = codec
@@ -77,17 +77,25 @@ class Network:
         self.initial_cs = ConfState(voters=voters, learners=tuple(learners))
         self.nodes: dict[int, Node] = {}
         for i in ids:
-            self.add_node(i, self.initial_cs)
+            if bootstrap_log:
+                # etcd style: the base config is in the log (so joiners can learn it).
+                st = MemoryStorage()
+                st.bootstrap(voters, tuple(learners))
+                self.add_node(i, storage=st)
+            else:
+                self.add_node(i, self.initial_cs)
         self.queue: deque[Message] = deque()
         self.cut_links: set[tuple[int, int]] = set()
         self.drop_types: set[MessageType] = set()
         self.delivered: list[Message] = []
+        self.auto_report_snapshot = True
 
-    def add_node(self, i: int, cs: ConfState | None = None, **overrides) -> Node:
+    def add_node(self, i: int, cs: ConfState | None = None, storage=None, **overrides) -> Node:
         kw = dict(self.cfg_kwargs)
         kw.update(overrides)
         cfg = Config(id=i, rng=random.Random(self.rng.randrange(1 << 30)), **kw)
-        st = MemoryStorage(cs if cs is not None else ConfState())
+        st = storage if storage is not None else MemoryStorage(
+            cs if cs is not None else ConfState())
         n = Node(cfg, st)
         self.nodes[i] = n
         return n
@@ -125,6 +133,8 @@ class Network:
         for m in msgs:
             assert m.frm != m.to, f"node {m.frm} sent a message to itself: {m}"
             if (m.frm, m.to) in self.cut_links or m.type in self.drop_types:
+                if m.type == MessageType.SNAP and self.auto_report_snapshot:
+                    self.nodes[m.frm].rn.report_snapshot(m.to, False)
                 continue
             if self.codec:
                 m = decode_message(encode_message(m))
@@ -151,6 +161,11 @@ class Network:
             self.delivered.append(m)
             n.rn.step(m)
             count += 1
+            if m.type == MessageType.SNAP and self.auto_report_snapshot:
+                # What a runtime does once the snapshot stream finished.
+                sender = self.nodes.get(m.frm)
+                if sender is not None:
+                    sender.rn.report_snapshot(m.to, True)
         return count
 
     def stabilize(self) -> None:
@@ -171,6 +186,7 @@ class Network:
                 self.stabilize()
 
     def campaign(self, i: int) -> None:
+        self.stabilize()  # apply any bootstrap conf entries first
         self.nodes[i].rn.campaign()
         self.stabilize()
 

@@ -5,7 +5,7 @@ Time arrives as ``RawNode.tick()`` calls; randomness comes from ``Config.rng``.
 
 from .config import Config, ConfigError, ProposalDropped
 from .rawnode import RawNode
-from .storage import Compacted, MemoryStorage, Storage, Unavailable
+from .storage import Compacted, MemoryStorage, Storage, Unavailable, bootstrap_entries
 from .types import (
     ConfChange,
     ConfChangeSingle,
@@ -33,5 +33,5 @@ __all__ = [
     "ConfState", "Config", "ConfigError", "Entry", "EntryType", "HardState", "MemoryStorage",
     "Message", "MessageType", "ProgressState", "ProposalDropped", "RawNode", "ReadOnlyOption",
     "ReadState", "Ready", "Snapshot", "SnapshotMetadata", "SoftState", "StateRole", "Status",
-    "Storage", "Unavailable",
+    "Storage", "Unavailable", "bootstrap_entries",
 ]

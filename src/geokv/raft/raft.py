@@ -208,7 +208,7 @@ class Raft:
             return False
         assert not snap.is_empty(), "need a non-empty snapshot to catch up a follower"
         pr.become_snapshot(snap.metadata.index)
-        self.send(Message(MT.SNAP, to, snapshot=snap))
+        self.send(Message(MT.SNAP, to, 0, snapshot=snap))
         return True
 
     def send_heartbeat(self, to: int, ctx: bytes) -> None:
@@ -651,6 +651,10 @@ class Raft:
     def on_heartbeat_resp(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state == _REPLICATE and pr.inflights.full():
+            # The APPs in the window may all have been lost (e.g. the follower
+            # restarted); free one slot so the next append can probe the follower.
+            pr.inflights.free_first_one()
         if pr.lease_ack_tick < m.index <= self.ticks:
             pr.lease_ack_tick = m.index
         if pr.match < self.raft_log.last_index() or pr.state == _PROBE:
@@ -842,9 +846,10 @@ class Raft:
         if self.maybe_commit():
             self.bcast_append()
         else:
-            for nid in prs:
+            for nid, pr in prs.items():
                 if nid != self.id:
-                    self.maybe_send_append(nid, False)
+                    # Probe new members at once instead of waiting for a heartbeat.
+                    self.maybe_send_append(nid, pr.state == _PROBE)
         if self.lead_transferee and self.lead_transferee not in cfg.voters_in:
             self.abort_leader_transfer()
         return cs

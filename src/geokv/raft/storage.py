@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+from .types import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Snapshot,
+    SnapshotMetadata,
+)
 
 
 class StorageError(Exception):
@@ -55,6 +65,30 @@ def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
         if size > max_size and i > 0:
             return entries[:i]
     return entries
+
+
+def bootstrap_entries(voters: tuple[int, ...], learners: tuple[int, ...] = ()
+                      ) -> tuple[list[Entry], HardState]:
+    """The etcd-style bootstrap of a new cluster: one committed term-1 CONF_CHANGE entry
+    per initial member (indexes 1..n), and the HardState that goes with it.
+
+    Every initial member writes these to its empty storage (and starts with an empty
+    ConfState); the application applies them like any committed conf change. Because
+    the base configuration is *in the log*, a member added later learns it by plain
+    replication. (Bootstrapping with a ConfState instead only suits fixed clusters:
+    a joining node then needs a snapshot to learn the base configuration.)
+    """
+    if not voters:
+        raise ValueError("a cluster needs at least one voter")
+    if set(voters) & set(learners) or len(set(voters)) != len(voters):
+        raise ValueError("voters must be distinct and disjoint from learners")
+    ents = []
+    changes = [(ConfChangeType.ADD_NODE, v) for v in voters]
+    changes += [(ConfChangeType.ADD_LEARNER, v) for v in learners]
+    for i, (t, nid) in enumerate(changes, 1):
+        cc = ConfChange((ConfChangeSingle(t, nid),))
+        ents.append(Entry(1, i, EntryType.CONF_CHANGE, cc.encode()))
+    return ents, HardState(term=1, vote=0, commit=len(ents))
 
 
 class MemoryStorage:
@@ -105,6 +139,13 @@ class MemoryStorage:
         return self._snapshot
 
     # --- writes (used by the application) -------------------------------------------
+    def bootstrap(self, voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> None:
+        """Write the bootstrap entries of ``bootstrap_entries`` into an empty storage."""
+        assert self.last_index() == 0, "bootstrap needs an empty storage"
+        ents, hs = bootstrap_entries(tuple(voters), tuple(learners))
+        self.append(ents)
+        self.set_hard_state(hs)
+
     def set_hard_state(self, hs: HardState) -> None:
         self._hard_state = HardState(hs.term, hs.vote, hs.commit)
 
