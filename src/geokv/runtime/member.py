@@ -88,6 +88,7 @@ class Member(LeaseMixin, MembershipMixin):
         outbound_delay_s: Callable[[str], float] | None = None,
         request_timeout_s: float | None = None,
         rng_seed: int | None = None,
+        snapshot_catchup_entries: int = SNAPSHOT_CATCHUP_ENTRIES,
     ) -> None:
         self.config = config
         self.id = config.member_id
@@ -100,6 +101,7 @@ class Member(LeaseMixin, MembershipMixin):
         self._own_storage = storage is None
         self._own_store = store is None
         self.outbound_delay_s = outbound_delay_s
+        self.snapshot_catchup_entries = snapshot_catchup_entries
         self.heartbeat_s = config.heartbeat_interval_ms / 1000.0
         self.election_s = config.election_timeout_ms / 1000.0
         self.request_timeout_s = request_timeout_s or (REQUEST_TIMEOUT_BASE_S + 2 * self.election_s)
@@ -608,6 +610,7 @@ class Member(LeaseMixin, MembershipMixin):
     async def _create_snapshot(self) -> None:
         index, cs = self.applied_index, self.conf_state
         store, storage = self.store, self.storage
+        keep = self.snapshot_catchup_entries
 
         def work() -> None:
             sync = getattr(store, "sync", None)
@@ -616,7 +619,7 @@ class Member(LeaseMixin, MembershipMixin):
             buf = io.BytesIO()
             store.snapshot(buf)
             storage.create_snapshot(index, cs, buf.getvalue())
-            compact_to = index - SNAPSHOT_CATCHUP_ENTRIES
+            compact_to = index - keep
             if compact_to > storage.first_index():
                 storage.compact(compact_to)
 

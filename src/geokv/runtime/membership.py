@@ -34,16 +34,14 @@ class MembershipMixin:
         self._published = False
 
     def _initial_member_records(self) -> list[dict]:
+        """The bootstrap member table: identical on every initial member (only what
+        --initial-cluster says); each member publishes its own attributes later."""
         cfg = self.config
         out = []
         for name, urls in cfg.peers().items():
             mid = member_id_for(urls, cfg.initial_cluster_token)
-            me = mid == self.id
-            out.append({
-                "id": mid, "name": name, "peer_urls": list(urls),
-                "client_urls": list(cfg.advertise_client_urls) if me else [],
-                "is_learner": False, "region": self.region if me else "", "zone": self.zone if me else "",
-            })
+            out.append({"id": mid, "name": name, "peer_urls": list(urls), "client_urls": [],
+                        "is_learner": False, "region": "", "zone": ""})
         return out
 
     async def member_list(self) -> list[dict]:
