@@ -189,17 +189,20 @@ def election_range_ticks(election_tick: int, rank: int, n_voters: int) -> tuple[
     return (lo, max(hi, lo + 1))
 
 
-class BiasedElectionRng:
-    """A ``raft.Config.rng`` that draws election timeouts from this voter's slot.
+class BiasedElectionRng(random.Random):
+    """A seeded ``random.Random`` whose election-timeout draws come from this voter's slot.
 
     Raft cores draw the random part of the election timeout as ``randrange(election_tick)``
-    and add ``election_tick``. This object returns values from the voter's slot of that
-    range instead; any other ``randrange(n)`` call (n != election_tick) is uniform.
-    ``set_rank`` lets the runtime re-rank voters when measured RTTs or membership change.
+    and add ``election_tick``. This generator returns values from the voter's slot of that
+    range instead; every other draw (any other ``randrange`` call, ``getrandbits``,
+    ``random``...) is the ordinary seeded generator, so it can replace the runtime's rng.
+    ``set_rank`` re-ranks the voter when measured RTTs or membership change; with
+    ``n_voters == 1`` (the default, "not ranked yet") draws are uniform as in plain Raft.
     """
 
-    def __init__(self, election_tick: int, rank: int, n_voters: int, seed: int | None = None) -> None:
-        self._rng = random.Random(seed)
+    def __init__(self, election_tick: int, rank: int = 0, n_voters: int = 1, seed: int | None = None) -> None:
+        super().__init__(seed)
+        assert election_tick > 0 and n_voters > 0 and 0 <= rank < n_voters
         self.election_tick = election_tick
         self.rank = rank
         self.n_voters = n_voters
@@ -208,11 +211,9 @@ class BiasedElectionRng:
         assert n_voters > 0 and 0 <= rank < n_voters
         self.rank, self.n_voters = rank, n_voters
 
-    def randrange(self, n: int, *args: int) -> int:
-        if args or n != self.election_tick or self.n_voters <= 1:
-            return self._rng.randrange(n, *args)
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
+        if stop is not None or step != 1 or start != self.election_tick or self.n_voters <= 1:
+            return super().randrange(start, stop, step)
+        n = start
         lo, hi = election_range_ticks(n, min(self.rank, self.n_voters - 1), self.n_voters)
-        return self._rng.randrange(lo - n, hi - n)
-
-    def random(self) -> float:
-        return self._rng.random()
+        return super().randrange(lo - n, hi - n)

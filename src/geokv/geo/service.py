@@ -1,0 +1,215 @@
+"""The geo side of a server process: leader placement and election bias on a live Member.
+
+``GeoService(member, cfg)`` is created by the server before ``member.start()``:
+
+* ``install()`` swaps the member's random generator for a ``BiasedElectionRng`` (same
+  seed semantics), so once the voters' regions are known the voter closest to a quorum
+  draws the earliest election timeouts and wins elections after a failure.
+* ``start()`` runs a task that, every ``PLACEMENT_INTERVAL_S``: re-ranks the voters by
+  RTT to a quorum (measured RTTs from the transport where known, the region table
+  otherwise); and, on the leader only, feeds a ``ClusterView`` to ``LeaderPlacement`` and
+  transfers leadership when it says so (``--leader-preference``). It also warns when the
+  measured RTT p99 calls for longer timeouts than the configured ones.
+
+Tuning knobs without flags (environment, seconds): ``GEOKV_LEADER_RETURN_DELAY_S``,
+``GEOKV_LEADER_COOLDOWN_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from .placement import (
+    COOLDOWN_S_DEFAULT,
+    PLACEMENT_INTERVAL_S,
+    RETURN_DELAY_S_DEFAULT,
+    ClusterView,
+    LeaderPlacement,
+    MemberState,
+    parse_leader_preference,
+)
+from .timeouts import BiasedElectionRng, derive_timeouts
+from .topology import MemberPlacement, Topology
+from .wan import RttError, build_rtt_table
+
+log = logging.getLogger("geokv.geo")
+
+STATUS_TIMEOUT_S = 2.0           # wait for the driver to hand over a Raft status
+MOVE_LEADER_TIMEOUT_S = 10.0     # one placement transfer
+TIMEOUT_WARN_INTERVAL_S = 60.0   # at most one "timeouts too short" warning per interval
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        raise RttError(f"{name}={raw!r} is not a number of seconds") from None
+    if v < 0:
+        raise RttError(f"{name} must be >= 0")
+    return v
+
+
+class GeoService:
+    def __init__(self, member: Any, cfg: Any) -> None:
+        self.member = member
+        self.cfg = cfg
+        self.placement = LeaderPlacement(
+            preference=parse_leader_preference(getattr(cfg, "leader_preference", "") or ""),
+            return_delay_s=_env_float("GEOKV_LEADER_RETURN_DELAY_S", RETURN_DELAY_S_DEFAULT),
+            cooldown_s=_env_float("GEOKV_LEADER_COOLDOWN_S", COOLDOWN_S_DEFAULT),
+        )
+        try:
+            self.table = build_rtt_table(getattr(cfg, "rtt", "") or None)
+        except RttError:
+            self.table = build_rtt_table(None)
+        hb = float(getattr(cfg, "heartbeat_interval_ms", 100))
+        el = float(getattr(cfg, "election_timeout_ms", 1000))
+        self.election_tick = max(2, round(el / hb))
+        self.rng: BiasedElectionRng | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_warn_s = -TIMEOUT_WARN_INTERVAL_S
+        self.transfers = 0
+
+    # --- wiring -------------------------------------------------------------------------
+    def install(self) -> None:
+        """Before ``member.start()``: give the Raft core the biased election generator."""
+        if hasattr(self.member, "_rng"):
+            self.rng = BiasedElectionRng(self.election_tick, seed=self.member._rng.getrandbits(64))
+            self.member._rng = self.rng
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="geo-service")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # --- the loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(PLACEMENT_INTERVAL_S)
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # placement is advisory: log, keep the server running
+                log.warning("geo: placement step failed: %r", e)
+
+    async def _raft_status(self) -> Any | None:
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def grab(rn: Any) -> None:
+            if not fut.done():
+                fut.set_result(rn.status())
+
+        add = getattr(self.member, "_add_action", None)
+        if add is None or not add(grab):
+            return None
+        try:
+            return await asyncio.wait_for(fut, STATUS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return None
+
+    def _regions(self) -> dict[int, str]:
+        regions = {self.member.id: self.member.region}
+        transport = getattr(self.member, "transport", None)
+        if transport is not None:
+            for pid, info in transport.peer_info().items():
+                if info.get("region"):
+                    regions[pid] = info["region"]
+        return regions
+
+    def topology(self, voters: list[int], learners: list[int]) -> Topology | None:
+        regions = self._regions()
+        if any(v not in regions for v in voters):
+            return None
+        for r in regions.values():
+            if not self.table.has_region(r):
+                self.table.add_region(r)   # unknown regions: only measured RTTs count
+        members = [MemberPlacement(v, regions[v]) for v in voters]
+        members += [MemberPlacement(l, regions.get(l, ""), voter=False) for l in learners if l in regions]
+        topo = Topology(members, self.table)
+        transport = getattr(self.member, "transport", None)
+        if transport is not None:
+            topo = topo.with_measured({(self.member.id, pid): ms for pid, ms in transport.rtt_ms().items()})
+        return topo
+
+    def _rank(self, topo: Topology) -> None:
+        if self.rng is None or self.member.id not in {m.id for m in topo.voters}:
+            return
+        try:
+            ranks = topo.quorum_closeness_rank()
+        except RttError:
+            return
+        n = len(topo.voters)
+        rank = ranks[self.member.id]
+        if (self.rng.rank, self.rng.n_voters) != (rank, n):
+            log.info("geo: election rank %d of %d (RTT to a quorum %.0f ms)", rank, n, topo.quorum_rtt_ms(self.member.id))
+            self.rng.set_rank(rank, n)
+
+    def _check_timeouts(self, topo: Topology, now: float) -> None:
+        if now - self._last_warn_s < TIMEOUT_WARN_INTERVAL_S:
+            return
+        try:
+            max_peer = topo.max_peer_rtt_ms(self.member.id)
+            quorum = max(topo.quorum_rtt_ms(m.id) for m in topo.voters)
+        except RttError:
+            return
+        need = derive_timeouts(max_peer, quorum)
+        el = float(getattr(self.cfg, "election_timeout_ms", 0))
+        if el and el < need.election_timeout_ms:
+            self._last_warn_s = now
+            log.warning("geo: --election-timeout %.0f ms is below the %.0f ms the RTTs call for "
+                        "(heartbeat %.0f ms); expect spurious elections", el, need.election_timeout_ms,
+                        need.heartbeat_interval_ms)
+
+    async def step(self) -> int | None:
+        """One evaluation; returns the transfer target if a transfer was started."""
+        st = await self._raft_status()
+        if st is None:
+            return None
+        voters = list(st.config.voters)
+        learners = list(st.config.learners)
+        topo = self.topology(voters, learners)
+        now = time.monotonic()
+        if topo is not None:
+            self._rank(topo)
+            self._check_timeouts(topo, now)
+        if not self.member.is_leader or not self.placement.preference:
+            return None
+        regions = self._regions()
+        transport = self.member.transport
+        members = []
+        for vid in voters + learners:
+            pr = st.progress.get(vid)
+            match = st.commit if vid == self.member.id else (pr[0] if pr else 0)
+            alive = vid == self.member.id or bool(transport is not None and transport.connected(vid))
+            members.append(MemberState(id=vid, region=regions.get(vid, ""), voter=vid in voters,
+                                       match_index=match, last_heard_s=now if alive else float("-inf"),
+                                       alive=alive))
+        view = ClusterView(now_s=now, leader_id=st.leader_id, term=st.term, commit_index=st.commit, members=members)
+        target = self.placement.decide(view)
+        if target is None:
+            return None
+        log.warning("geo: moving leadership to %x (%s): %s", target, regions.get(target, "?"),
+                    self.placement.last_decision.reason)
+        self.transfers += 1
+        try:
+            await self.member.move_leader(target, timeout_s=MOVE_LEADER_TIMEOUT_S)
+        except Exception as e:
+            log.warning("geo: leadership transfer to %x failed: %r", target, e)
+        self.placement.note_transfer(time.monotonic())
+        return target
