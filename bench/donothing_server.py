@@ -1,0 +1,82 @@
+"""A gRPC server that answers etcd's KV calls at once and stores nothing.
+
+It is the ceiling of any Python server that sits behind grpcio's default path on this
+machine: whatever geokv does behind its gRPC edge can only make it slower than this.
+
+    python bench/donothing_server.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import grpc
+
+from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+CLUSTER_ID = 1
+
+
+class DoNothingKV(rpc_pb2_grpc.KVServicer):
+    def __init__(self, member_id: int) -> None:
+        self.member_id = member_id
+        self.revision = 1
+
+    def _header(self) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(cluster_id=CLUSTER_ID, member_id=self.member_id, revision=self.revision, raft_term=1)
+
+    async def Range(self, request, context):
+        return rpc_pb2.RangeResponse(header=self._header())
+
+    async def Put(self, request, context):
+        self.revision += 1
+        return rpc_pb2.PutResponse(header=self._header())
+
+    async def DeleteRange(self, request, context):
+        return rpc_pb2.DeleteRangeResponse(header=self._header())
+
+    async def Txn(self, request, context):
+        return rpc_pb2.TxnResponse(header=self._header(), succeeded=True)
+
+    async def Compact(self, request, context):
+        return rpc_pb2.CompactionResponse(header=self._header())
+
+
+class DoNothingMaintenance(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, kv: DoNothingKV) -> None:
+        self.kv = kv
+
+    async def Status(self, request, context):
+        return rpc_pb2.StatusResponse(header=self.kv._header(), version="3.4.0", leader=1, raft_index=1, raft_term=1)
+
+
+async def serve(port: int) -> None:
+    server = grpc.aio.server()
+    kv = DoNothingKV(member_id=port)
+    rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(DoNothingMaintenance(kv), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(port))
+
+
+if __name__ == "__main__":
+    main()
