@@ -69,7 +69,14 @@ class KVService(rpc_pb2_grpc.KVServicer):
     @unary("Range")
     async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.RangeResponse:
         validate.check_range(request)
-        res = await self._read(convert.range_from_pb(request), context, request.serializable)
+        r = convert.range_from_pb(request)
+        limit = r.limit
+        if limit:
+            # Fetch one extra key to learn ``more`` independently of the store's own flag.
+            r.limit = limit + 1
+        res = await self._read(r, context, request.serializable)
+        if limit and len(res.kvs) > limit:
+            res = kvt.RangeResult(kvs=res.kvs[:limit], more=True, count=res.count, revision=res.revision)
         return convert.range_result_to_pb(res, convert.header_pb(self.member.header(), res.revision),
                                           request.keys_only)
 
