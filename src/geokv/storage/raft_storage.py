@@ -112,9 +112,11 @@ class DiskRaftStorage:
             last = first + len(terms) - 1
             if last > self._seg_max_index.get(seq, 0):
                 self._seg_max_index[seq] = last
-            if last <= self._dummy_index:
-                return
             start = max(first, self._dummy_index + 1)
+            if last < start:  # wholly compacted, but it still ended the log there
+                if last < self.last_index():
+                    self._truncate_from(self._dummy_index + 1)
+                return
             if start > self.last_index() + 1:
                 raise ValueError(f"entries start at index {start} but the log ends at {self.last_index()}")
             self._truncate_from(start)
