@@ -100,6 +100,7 @@ class Raft:
         self.election_timeout = c.election_tick
         self.randomized_election_timeout = 0
         self.rng = c.rng
+        self.bcast_pending = False
         self.dropped_forwarded = 0  # proposals from peers dropped here (they time out there)
         # With lease reads, a (re)started node refuses votes for one election timeout.
         self.vote_embargo_ticks = (
@@ -217,6 +218,17 @@ class Raft:
         # ``index`` carries our tick stamp; the follower echoes it for the lease.
         self.send(Message(MT.HEARTBEAT, to, 0, index=self.ticks, commit=commit, context=ctx))
 
+    def request_bcast_append(self) -> None:
+        """Broadcast APPs at the next Ready: every proposal and ack in between then
+        rides in one message per follower instead of one message each."""
+        self.bcast_pending = True
+
+    def flush_bcast_append(self) -> None:
+        if self.bcast_pending:
+            self.bcast_pending = False
+            if self.state == StateRole.LEADER:
+                self.bcast_append()
+
     def bcast_append(self) -> None:
         for nid in self.trk.progress:
             if nid != self.id:
@@ -318,9 +330,10 @@ class Raft:
         li = log.last_index()
         term = self.term
         size = 0
-        for i, e in enumerate(es, 1):
+        for e in es:
+            li += 1
             e.term = term
-            e.index = li + i
+            e.index = li
             size += len(e.data)
         if self.uncommitted_size > 0 and size > 0 and (
                 self.uncommitted_size + size > self.max_uncommitted_size):
@@ -541,7 +554,21 @@ class Raft:
         if not self.append_entry(m.entries):
             self._drop(m, "too many uncommitted entries (max_uncommitted_entries_size)")
             return
-        self.bcast_append()
+        self.request_bcast_append()
+
+    def propose_normal(self, entries: list[Entry]) -> None:
+        """Local proposal of NORMAL entries: the leader's fast path of on_prop
+        (same checks, no Message), anything else goes through ``step``."""
+        if self.state != StateRole.LEADER:
+            self.step(Message(MT.PROP, self.id, self.id, entries=entries))
+            return
+        if self.lead_transferee or self.id not in self.trk.progress:
+            self.on_prop(Message(MT.PROP, self.id, self.id, entries=entries))
+            return
+        if not self.append_entry(entries):
+            raise ProposalDropped(
+                "too many uncommitted entries (max_uncommitted_entries_size)", self.lead)
+        self.bcast_pending = True
 
     def conf_change_refusal(self, cc: ConfChange) -> str:
         """Why ``cc`` may not be proposed now ('' if it may)."""
@@ -639,7 +666,7 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self.maybe_commit():
             self.release_pending_read_index_messages()
-            self.bcast_append()
+            self.request_bcast_append()
         elif old_paused:
             self.send_append(m.frm)
         # Fill the in-flight window (bounded by max_inflight_msgs).
@@ -712,7 +739,7 @@ class Raft:
                     self.campaign(CAMPAIGN_ELECTION)
                 else:
                     self.become_leader()
-                    self.bcast_append()
+                    self.request_bcast_append()
             elif res == VoteResult.LOST:
                 # A PRE_VOTE_RESP rejection with a higher term already made us follow.
                 self.become_follower(self.term, 0)
@@ -844,7 +871,7 @@ class Raft:
         if self.state != StateRole.LEADER or not cs.voters:
             return cs
         if self.maybe_commit():
-            self.bcast_append()
+            self.request_bcast_append()
         else:
             for nid, pr in prs.items():
                 if nid != self.id:
@@ -864,7 +891,7 @@ class Raft:
             return
         if pr.maybe_update(self.persisted_last_index()) and self.maybe_commit():
             self.release_pending_read_index_messages()
-            self.bcast_append()
+            self.request_bcast_append()
 
     def maybe_auto_leave(self) -> None:
         """Leader of an auto-leave joint config: propose leaving once it is applied."""
@@ -873,4 +900,4 @@ class Raft:
             e = Entry(0, 0, EntryType.CONF_CHANGE, ConfChange().encode())
             if self.append_entry([e]):
                 self.pending_conf_index = self.raft_log.last_index()
-                self.bcast_append()
+                self.request_bcast_append()

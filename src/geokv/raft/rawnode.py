@@ -64,16 +64,13 @@ class RawNode:
 
     def propose(self, data: bytes) -> None:
         """Propose a normal entry; raises ProposalDropped if it cannot be accepted here."""
-        r = self.raft
-        r.step(Message(MT.PROP, r.id, r.id, entries=[Entry(0, 0, EntryType.NORMAL, data)]))
+        self.raft.propose_normal([Entry(0, 0, EntryType.NORMAL, data)])
 
     def propose_batch(self, datas: list[bytes]) -> None:
         """Propose several normal entries in one message (all or nothing)."""
         if not datas:
             return
-        r = self.raft
-        r.step(Message(MT.PROP, r.id, r.id,
-                       entries=[Entry(0, 0, EntryType.NORMAL, d) for d in datas]))
+        self.raft.propose_normal([Entry(0, 0, EntryType.NORMAL, d) for d in datas])
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         r = self.raft
@@ -117,6 +114,7 @@ class RawNode:
     # --- outputs ----------------------------------------------------------------------
     def has_ready(self) -> bool:
         r = self.raft
+        r.flush_bcast_append()
         log = r.raft_log
         if r.msgs or r.read_states:
             return True
@@ -131,6 +129,7 @@ class RawNode:
     def ready(self) -> Ready:
         assert not self._outstanding, "advance() the previous Ready before asking for another"
         r = self.raft
+        r.flush_bcast_append()
         log = r.raft_log
         soft = (r.lead, r.state)
         hard = (r.term, r.vote, log.committed)
