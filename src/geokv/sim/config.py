@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from .network import REGIONS
 
 FAULT_KINDS: tuple[str, ...] = (
-    "partition", "crash", "crash_leader", "pause", "clog", "member", "transfer",
+    "partition", "crash", "crash_leader", "power_loss", "pause", "clog", "member", "transfer",
 )
 
 
@@ -69,7 +69,7 @@ class SimConfig:
         c.snapshot_keep_entries = rng.choice((0, 2, 10))
         c.max_inflight_msgs = rng.choice((1, 4, 64))
         c.max_size_per_msg = rng.choice((64, 4096))
-        c.fsync_ms_max = rng.choice((0.5, 2.0, 8.0))
+        c.fsync_ms_max = rng.choice((0.5, 2.0, 8.0, 30.0))
         c.pre_vote = rng.random() < 0.7
         c.check_quorum = rng.random() < 0.8
         c.read_mode = "lease" if c.check_quorum and rng.random() < 0.4 else "safe"

@@ -26,8 +26,12 @@ from geokv.raft.rawnode import RawNode
 from geokv.raft.storage import MemoryStorage, StorageError
 from geokv.raft.types import (
     ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
     ConfState,
+    Entry,
     EntryType,
+    HardState,
     Message,
     MessageType,
     ReadOnlyOption,
@@ -72,7 +76,7 @@ def decode_wire(b: bytes) -> Message:
 class SimNode:
     """A server in the simulation; ``sim`` gives it the network, clients and checkers."""
 
-    def __init__(self, sim: Simulation, node_id: int, region: str, conf_state: ConfState,
+    def __init__(self, sim: Simulation, node_id: int, region: str, initial_voters: tuple[int, ...],
                  *, tick_ms: float, fsync_ms: float, rng_seed: int) -> None:
         self.sim = sim
         self.id = node_id
@@ -80,7 +84,15 @@ class SimNode:
         self.tick_ms = tick_ms
         self.fsync_ms = fsync_ms
         self.rng = random.Random(rng_seed)
-        self.disk = SimDisk(conf_state)
+        self.disk = SimDisk()
+        if initial_voters:
+            # Bootstrap like etcd: the initial members are conf-change entries 1..n of
+            # term 1, already committed, so a member that joins later and replays the
+            # log from index 1 learns the whole configuration.
+            boot = [Entry(1, i + 1, EntryType.CONF_CHANGE,
+                          ConfChange((ConfChangeSingle(ConfChangeType.ADD_NODE, v),)).encode())
+                    for i, v in enumerate(initial_voters)]
+            self.disk.write(HardState(1, 0, len(boot)), boot, None)
         self.status = STOPPED
         self.epoch = 0          # bumped on every crash: stale scheduled events ignore it
         self.restarts = 0
@@ -90,6 +102,8 @@ class SimNode:
         self.turn_scheduled = False
         self.busy = False       # an fsync is in flight
         self.inflight_rd: Ready | None = None
+        #: Set by the nemesis: crash at a random instant inside the next fsync.
+        self.crash_on_fsync: float | None = None
         self.leader_term_checked = 0
         # Filled by _boot():
         self.storage: MemoryStorage
@@ -130,9 +144,15 @@ class SimNode:
             rng=random.Random(self.rng.getrandbits(64)),
         )
         self.rawnode = RawNode(config, self.storage)
-        self.commit_seen = self.storage.hard_state().commit
         self.sim.checker.on_restore(self.id, snap.metadata.index, snap.metadata.term,
                                     self.sm.chain)
+        # A persisted commit index is a fact about the cluster: record it.
+        hs = self.storage.hard_state()
+        self.commit_seen = snap.metadata.index
+        if hs.commit > self.commit_seen:
+            self.sim.checker.on_commit(self.id, self.commit_seen + 1, hs.commit, hs.term,
+                                       self.storage)
+            self.commit_seen = hs.commit
 
     def crash(self) -> str:
         """Lose everything in memory; a write in flight is torn. Returns what was lost."""
@@ -156,6 +176,7 @@ class SimNode:
         self.status = status
         self.epoch += 1
         self.inflight_rd = None
+        self.crash_on_fsync = None
         self.busy = False
         self.turn_scheduled = False
         self.inbox.clear()
@@ -332,6 +353,10 @@ class SimNode:
             was_leader_term = self.rawnode.term if self.rawnode.role == StateRole.LEADER else 0
             delay = self.fsync_ms if rd.must_sync else self.fsync_ms * 0.1
             self.sim.sched.after(delay, self._persisted, self.epoch, rd, was_leader_term)
+            if self.crash_on_fsync is not None:
+                down_ms, self.crash_on_fsync = self.crash_on_fsync, None
+                self.sim.sched.after(delay * self.rng.random(), self.sim.crash_armed, self,
+                                     self.epoch, down_ms)
         else:
             self._finish(rd)
 

@@ -89,10 +89,10 @@ class Simulation:
         self.next_node_id = cfg.n_voters + 1
 
         voters = tuple(range(1, cfg.n_voters + 1))
-        cs = ConfState(voters=voters)
         for nid in voters:
-            self._add_node(nid, cs)
+            self._add_node(nid, voters)
         self.members_ever.update(voters)
+        self.conf_index_max = len(voters)  # the bootstrap entries
 
     # --- plumbing ---------------------------------------------------------------------
     def trace(self, line: str) -> None:
@@ -103,11 +103,11 @@ class Simulation:
         self.fault_log.append(entry)
         self.trace_lines.append(entry)
 
-    def _add_node(self, nid: int, cs: ConfState) -> SimNode:
+    def _add_node(self, nid: int, initial_voters: tuple[int, ...]) -> SimNode:
         cfg = self.cfg
         rng = self.rng_nodes
         drift = rng.uniform(-cfg.drift_max, cfg.drift_max) if cfg.drift_max else 0.0
-        node = SimNode(self, nid, rng.choice(cfg.regions), cs,
+        node = SimNode(self, nid, rng.choice(cfg.regions), initial_voters,
                        tick_ms=cfg.tick_ms * (1.0 + drift),
                        fsync_ms=rng.uniform(0.1, cfg.fsync_ms_max),
                        rng_seed=rng.getrandbits(64))
@@ -297,10 +297,19 @@ class Simulation:
                 if not up:
                     return
                 target = rng.choice(up)
-            what = target.crash()
-            self.crashes += 1
-            self.fault(f"crash n{target.id} ({what}) for {duration_ms:.0f}ms")
-            self.sched.after(duration_ms, self._restart, target.id)
+            if rng.random() < 0.5:
+                # Crash inside the target's next fsync: that is where lost writes hide.
+                target.crash_on_fsync = duration_ms
+                self.fault(f"arm crash of n{target.id} during its next fsync")
+            else:
+                self._crash(target, duration_ms)
+        elif kind == "power_loss":
+            # Several servers lose power at the same instant (a rack or a region).
+            if not up:
+                return
+            k = rng.randint(max(1, len(up) // 2), len(up))
+            for target in sorted(rng.sample(up, k), key=lambda n: n.id):
+                self._crash(target, duration_ms, "power loss: ")
         elif kind == "pause":
             running = [n for n in up if n.status == RUNNING]
             if not running:
@@ -369,7 +378,7 @@ class Simulation:
         if choice == "add_learner":
             nid = self.next_node_id
             self.next_node_id += 1
-            self._add_node(nid, ConfState())
+            self._add_node(nid, ())
             changes = (ConfChangeSingle(L, nid),)
         elif choice == "promote":
             changes = (ConfChangeSingle(A, rng.choice(learners)),)
@@ -384,6 +393,16 @@ class Simulation:
         cc = ConfChange(changes, transition)
         self.fault(f"member change via n{leader.id}: {_cc_str(cc)}")
         leader.admin("conf", cc)
+
+    def _crash(self, target: SimNode, duration_ms: float, why: str = "") -> None:
+        what = target.crash()
+        self.crashes += 1
+        self.fault(f"{why}crash n{target.id} ({what}) for {duration_ms:.0f}ms")
+        self.sched.after(duration_ms, self._restart, target.id)
+
+    def crash_armed(self, target: SimNode, epoch: int, duration_ms: float) -> None:
+        if target.epoch == epoch and target.up and self.phase == "safety":
+            self._crash(target, duration_ms, "armed: ")
 
     def _heal_partition(self, epoch: int) -> None:
         if epoch == self.partition_epoch and self.net.blocked:

@@ -21,7 +21,7 @@ class Scheduler:
 
     __slots__ = ("now_ms", "rng", "_queue", "_seq", "events_run", "events_max")
 
-    def __init__(self, seed: int, *, events_max: int = 2_000_000) -> None:
+    def __init__(self, seed: int, *, events_max: int = 400_000) -> None:
         self.now_ms: float = 0.0
         self.rng = random.Random(seed)
         self._queue: list[tuple[float, int, Callable[..., Any], tuple]] = []
