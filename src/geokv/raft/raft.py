@@ -534,6 +534,11 @@ class Raft:
         if self.lead_transferee:
             self._drop(m, f"leadership transfer to {self.lead_transferee} is in progress")
             return
+        if m.frm not in (0, self.id):
+            # A peer's message may be delivered twice (or shared by a simulator):
+            # never adopt its Entry objects, append_entry assigns their index/term.
+            m = Message(m.type, m.to, m.frm, entries=[Entry(0, 0, e.type, e.data)
+                                                      for e in m.entries])
         log = self.raft_log
         for i, e in enumerate(m.entries):
             if e.type != EntryType.CONF_CHANGE:
