@@ -210,7 +210,9 @@ def describe(rep: Report) -> list[str]:
     if rep.lost_entry_ranges:
         lo = min(r[0] for r in rep.lost_entry_ranges)
         hi = max(r[1] for r in rep.lost_entry_ranges)
-        lines.append(f"  entry indexes lost: {lo}..{hi} (plus any in records too damaged to read)")
+        lo = min(lo, rep.kept_last_index + 1)
+        lines.append(f"  entry indexes lost: {lo}..{hi} ({hi - lo + 1} entries; the log will end at "
+                     f"{rep.kept_last_index})")
     else:
         lines.append("  no intact entry records past the damage (any there were too damaged to read)")
     if rep.newest_hard_state is not None:
