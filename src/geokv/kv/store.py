@@ -124,7 +124,13 @@ class MVCCStore:
         map_size: int | None = None,
         quota_bytes: int = QUOTA_BYTES_DEFAULT,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
+        compact_chunk_log_rows: int = COMPACT_CHUNK_LOG_ROWS,
     ) -> None:
+        """``max_txn_ops`` and ``compact_chunk_log_rows`` must be equal on all replicas
+        (they shape what commands do); ``quota_bytes`` too, or replicas may disagree on
+        NoSpace."""
+        assert compact_chunk_log_rows >= 1
+        self.compact_chunk_log_rows = compact_chunk_log_rows
         self.path = path
         self.quota_bytes = quota_bytes
         self.max_txn_ops = max_txn_ops
@@ -272,7 +278,7 @@ class MVCCStore:
                         self._rev = self._wrev
                     self._applied = index
                     if self._ctodo:
-                        self._compact_chunk(COMPACT_CHUNK_LOG_ROWS)
+                        self._compact_chunk(self.compact_chunk_log_rows)
                     out.append((result, events))
                 txn.put(_STATE_KEY, self._state_bytes(), db=self._meta)
         except BaseException:
@@ -310,10 +316,14 @@ class MVCCStore:
             create, version, old_lease = _hdr_unpack_from(rec)
             prev = KeyValue(key, create, layout.main_of(k), version, rec[HDR_BYTES:], old_lease)
             version += 1
+            event_prev = prev if prev.mod_revision != self._wrev else self._prev_before(prefix, key)
         elif p.ignore_value or p.ignore_lease:
             raise errors.KeyNotFound()
         else:
             create, version, old_lease = self._wrev, 1, 0
+            event_prev = None
+            if cur.key().startswith(prefix) and layout.main_of(cur.key()) == self._wrev:
+                event_prev = self._prev_before(prefix, key)
         value = prev.value if p.ignore_value else p.value
         lease = old_lease if p.ignore_lease else p.lease
         rev, sub = self._wrev, self._sub
@@ -329,8 +339,15 @@ class MVCCStore:
             if lease:
                 txn.put(_ID.pack(lease) + key, b"", db=self._lkeys)
         self._sub = sub + 1
-        self._events.append(Event(_EVENT_PUT, KeyValue(key, create, rev, version, value, lease), prev))
+        self._events.append(Event(_EVENT_PUT, KeyValue(key, create, rev, version, value, lease), event_prev))
         return prev
+
+    def _prev_before(self, prefix: bytes, key: bytes) -> KeyValue | None:
+        """The key's live version before the revision being written (etcd's watch prev_kv
+        is the state at revision - 1, even when this txn already wrote the key)."""
+        for p, ckey, rec in scan_live(self._cur, key, b"", self._wrev - 1):
+            return _kv_from(p, ckey, rec, key)
+        return None
 
     def _apply_delete(self, d: DeleteRange, index: int) -> DeleteResult:
         validate_command(d)
@@ -358,7 +375,8 @@ class MVCCStore:
         if kv.lease:
             txn.delete(_ID.pack(kv.lease) + kv.key, db=self._lkeys)
         self._sub = sub + 1
-        self._events.append(Event(_EVENT_DELETE, KeyValue(kv.key, 0, rev, 0, b"", 0), kv))
+        event_prev = kv if kv.mod_revision != rev else self._prev_before(prefix, kv.key)
+        self._events.append(Event(_EVENT_DELETE, KeyValue(kv.key, 0, rev, 0, b"", 0), event_prev))
 
     def _apply_range(self, r: Range, index: int) -> RangeResult:
         validate_command(r)
@@ -467,7 +485,7 @@ class MVCCStore:
         self._ctodo = c.revision
         if c.physical:
             while self._ctodo:
-                self._compact_chunk(COMPACT_CHUNK_LOG_ROWS)
+                self._compact_chunk(self.compact_chunk_log_rows)
         return CompactResult(self._rev)
 
     def _compact_chunk(self, max_rows: int) -> None:
@@ -497,21 +515,28 @@ class MVCCStore:
             rows += 1
             key = logcur.value()
             prefix = key_prefix(key)
-            if kvcur.set_range(prefix + layout.at_suffix(target)) and kvcur.key().startswith(prefix):
+            at_target = False
+            kept = kvcur.set_range(prefix + layout.at_suffix(target))
+            while kept:  # versions written at the compact revision itself all stay
                 k = kvcur.key()
-                rec = kvcur.value()
-                if not rec and layout.main_of(k) < target:
-                    freed += len(k)
-                    kvcur.delete()
+                if not k.startswith(prefix) or layout.main_of(k) != target:
+                    break
+                at_target = True
+                kept = kvcur.next()
+            if kept and not at_target and kvcur.key().startswith(prefix):
+                k = kvcur.key()
+                if kvcur.value():
+                    kvcur.next()  # the newest version before target stays visible
                 else:
-                    kvcur.next()
-                while True:
-                    k = kvcur.key()
-                    if not k.startswith(prefix):
-                        break
-                    freed += len(k) + len(kvcur.value())
-                    if not kvcur.delete():
-                        break
+                    freed += len(k)
+                    kvcur.delete()  # a tombstone before target hides nothing any more
+            while kept:
+                k = kvcur.key()
+                if not k.startswith(prefix):
+                    break
+                freed += len(k) + len(kvcur.value())
+                if not kvcur.delete():
+                    break
             if main < target:
                 freed += len(lkey) + len(key)
                 ok = logcur.delete()
@@ -547,7 +572,7 @@ class MVCCStore:
         keys = self._lease_keys_in(txn, r.id)
         deleted = 0
         for key in keys:  # sorted, so every replica deletes in the same sub-revision order
-            for prefix, ckey, rec in scan_live(self._cur, key, b"", 0):
+            for prefix, ckey, rec in list(scan_live(self._cur, key, b"", 0)):
                 self._tombstone(prefix, _kv_from(prefix, ckey, rec, key))
                 deleted += 1
         txn.delete(lkey, db=self._lease)
@@ -745,13 +770,15 @@ class MVCCStore:
                 last_main = main
                 prefix = key_prefix(k)
                 ckey = prefix + _version_suffix(main, sub)
-                kvcur.set_key(ckey)
+                if not kvcur.set_key(ckey):
+                    raise AssertionError(f"change-log row {main}/{sub} has no kv row")
                 rec = kvcur.value()
                 prev = None
-                if main > crev and kvcur.next():
-                    pk, prec = kvcur.item()
-                    if prec and pk.startswith(prefix):
-                        prev = _kv_from(prefix, pk, prec, k)
+                if main > crev:
+                    # etcd's prev_kv is the key at revision main - 1 (skipping any earlier
+                    # change to the same key within the same txn).
+                    for p, pk, prec in scan_live(kvcur, k, b"", main - 1):
+                        prev = _kv_from(p, pk, prec, k)
                 if rec:
                     out.append(Event(_EVENT_PUT, _kv_from(prefix, ckey, rec, k), prev))
                 else:
