@@ -87,3 +87,11 @@ def test_best_leader_for_all_regions_is_eu_west():
     t = three_regions()
     assert t.best_leader_for(["us-east", "eu-west", "ap-south"]) == EU
     assert t.best_leader_for(["ap-south"]) == AP
+
+
+def test_closeness_rank_without_the_leader_prefers_the_central_survivor():
+    # us-east leads and dies: eu-west and ap-south both need 120 ms to a quorum of
+    # survivors; eu-west is more central (mean RTT 65 vs 103), so it ranks first.
+    ranks = three_regions().quorum_closeness_rank(exclude={US})
+    assert ranks == {EU: 0, AP: 1}
+    assert three_regions().quorum_rtt_without_ms(AP, {US}) == 120.0

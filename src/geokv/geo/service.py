@@ -147,17 +147,25 @@ class GeoService:
             topo = topo.with_measured({(self.member.id, pid): ms for pid, ms in transport.rtt_ms().items()})
         return topo
 
-    def _rank(self, topo: Topology) -> None:
-        if self.rng is None or self.member.id not in {m.id for m in topo.voters}:
+    def _rank(self, topo: Topology, leader_id: int) -> None:
+        """Rank this voter among the followers: who should win if the leader dies.
+
+        The leader itself is left out (its election timer does not run while it leads),
+        so the best follower gets the earliest slot. A leader keeps its last rank.
+        """
+        voter_ids = {m.id for m in topo.voters}
+        if self.rng is None or self.member.id not in voter_ids or self.member.id == leader_id:
             return
+        exclude = {leader_id} if leader_id in voter_ids else set()
         try:
-            ranks = topo.quorum_closeness_rank()
+            ranks = topo.quorum_closeness_rank(exclude)
         except RttError:
             return
-        n = len(topo.voters)
+        n = len(ranks)
         rank = ranks[self.member.id]
         if (self.rng.rank, self.rng.n_voters) != (rank, n):
-            log.info("geo: election rank %d of %d (RTT to a quorum %.0f ms)", rank, n, topo.quorum_rtt_ms(self.member.id))
+            log.info("geo: election rank %d of %d followers (RTT to a quorum without the leader %.0f ms)",
+                     rank, n, topo.quorum_rtt_without_ms(self.member.id, exclude))
             self.rng.set_rank(rank, n)
 
     def _check_timeouts(self, topo: Topology, now: float) -> None:
@@ -186,7 +194,7 @@ class GeoService:
         topo = self.topology(voters, learners)
         now = time.monotonic()
         if topo is not None:
-            self._rank(topo)
+            self._rank(topo, st.leader_id)
             self._check_timeouts(topo, now)
         if not self.member.is_leader or not self.placement.preference:
             return None

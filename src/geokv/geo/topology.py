@@ -155,9 +155,33 @@ class Topology:
 
         return min(self.voters, key=cost).id
 
-    def quorum_closeness_rank(self) -> dict[int, int]:
-        """Voters ranked by ``quorum_rtt_ms`` (0 = closest to a quorum; ties by id)."""
-        ordered = sorted(self.voters, key=lambda m: (self.quorum_rtt_ms(m.id), m.id))
+    def quorum_rtt_without_ms(self, member_id: int, exclude: set[int]) -> float:
+        """``quorum_rtt_ms`` when the voters in ``exclude`` are gone (quorum size unchanged)."""
+        others = sorted(
+            self.rtt_member_ms(member_id, m.id) for m in self.voters if m.id != member_id and m.id not in exclude
+        )
+        need = quorum_size(len(self.voters)) - (1 if self.member(member_id).voter else 0)
+        if need <= 0:
+            return 0.0
+        if need > len(others):
+            return float("inf")
+        return others[need - 1]
+
+    def quorum_closeness_rank(self, exclude: Iterable[int] = ()) -> dict[int, int]:
+        """Voters not in ``exclude`` ranked by RTT to a quorum (0 = closest).
+
+        ``exclude`` is the current leader when ranking who should take over if it dies:
+        the quorum is then counted among the survivors. Ties go to the voter with the
+        lower mean RTT to all voters (the more central one), then the lower id.
+        """
+        gone = set(exclude)
+        alive = [m for m in self.voters if m.id not in gone]
+
+        def key(m: MemberPlacement) -> tuple[float, float, int]:
+            mean = sum(self.rtt_member_ms(m.id, o.id) for o in self.voters) / len(self.voters)
+            return (self.quorum_rtt_without_ms(m.id, gone), mean, m.id)
+
+        ordered = sorted(alive, key=key)
         return {m.id: i for i, m in enumerate(ordered)}
 
     def max_peer_rtt_ms(self, member_id: int) -> float:
