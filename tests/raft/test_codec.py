@@ -44,7 +44,7 @@ def test_heartbeat_is_compact():
     assert len(msgpack.packb(encode_message(m))) <= 12
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers(-5, 1 << 65) | st.binary(max_size=8)
                     | st.text(max_size=4) | st.floats(allow_nan=False),
                     lambda c: st.lists(c, max_size=13) | st.dictionaries(st.text(max_size=2), c, max_size=2),
