@@ -165,7 +165,15 @@ class RealDisk:
         os.remove(path)
 
     def makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents, durably (each new entry's parent is fsynced)."""
+        missing = []
+        p = os.path.abspath(path)
+        while not os.path.isdir(p):
+            missing.append(p)
+            p = os.path.dirname(p)
         os.makedirs(path, exist_ok=True)
+        for created in reversed(missing):
+            self.fsync_dir(os.path.dirname(created))
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
