@@ -91,6 +91,8 @@ _EVENT_DELETE = 1
 _hdr_unpack_from = HDR.unpack_from
 _hdr_pack = HDR.pack
 _version_suffix = layout.version_suffix
+_inv_main_from = struct.Struct(">Q").unpack_from
+_MAX_PREFIX_BYTES = MAX_KEY_BYTES + 2  # escaped key plus terminator
 _log_key = layout.log_key
 
 
@@ -104,6 +106,10 @@ def _kv_from(prefix: bytes, ckey: bytes, rec: bytes, key: bytes | None = None) -
         rec[HDR_BYTES:],
         lease,
     )
+
+
+def _plain_get(r: Range) -> bool:
+    return not (r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
 
 
 def _boot_id() -> str:
@@ -292,11 +298,15 @@ class MVCCStore:
     # before its first write, and records each change by bumping self._sub.
 
     def _apply_put(self, p: Put, index: int) -> PutResult:
-        validate_command(p)
-        self._check_key(p.key)
+        key = p.key
+        if not key:
+            raise errors.EmptyKey()
+        if p.ignore_value or p.ignore_lease:
+            validate_command(p)
         if p.lease and self._txn.get(_ID.pack(p.lease), db=self._lease) is None:
             raise errors.LeaseNotFound()
-        self._check_quota(len(p.key) + len(p.value))
+        if self._data_bytes + len(key) + len(p.value) > self.quota_bytes:
+            raise errors.NoSpace()
         prev = self._put(p)
         return PutResult(self._wrev, prev if p.prev_kv else None)
 
@@ -304,29 +314,33 @@ class MVCCStore:
         """Write one put at (self._wrev, self._sub); returns the previous live kv."""
         key = p.key
         prefix = key_prefix(key)
+        if len(prefix) > _MAX_PREFIX_BYTES:
+            raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
         cur = self._cur
-        txn = self._txn
-        prev = None
-        rec = b""
+        rev = self._wrev
+        prev = event_prev = None
+        k = rec = b""
         if cur.set_range(prefix):
-            k = cur.key()
-            if k.startswith(prefix):
-                rec = cur.value()
+            k, rec = cur.item()
+            if not k.startswith(prefix):
+                k = rec = b""
         if rec:
             create, version, old_lease = _hdr_unpack_from(rec)
-            prev = KeyValue(key, create, layout.main_of(k), version, rec[HDR_BYTES:], old_lease)
+            prev = event_prev = KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
+                                         rec[HDR_BYTES:], old_lease)
             version += 1
-            event_prev = prev if prev.mod_revision != self._wrev else self._prev_before(prefix, key)
+            if prev.mod_revision == rev:
+                event_prev = self._prev_before(prefix, key)
         elif p.ignore_value or p.ignore_lease:
             raise errors.KeyNotFound()
         else:
-            create, version, old_lease = self._wrev, 1, 0
-            event_prev = None
-            if cur.key().startswith(prefix) and layout.main_of(cur.key()) == self._wrev:
-                event_prev = self._prev_before(prefix, key)
+            create, version, old_lease = rev, 1, 0
+            if k and M64 - _inv_main_from(k, len(k) - 12)[0] == rev:
+                event_prev = self._prev_before(prefix, key)  # deleted earlier in this txn
         value = prev.value if p.ignore_value else p.value
         lease = old_lease if p.ignore_lease else p.lease
-        rev, sub = self._wrev, self._sub
+        sub = self._sub
+        txn = self._txn
         ckey = prefix + _version_suffix(rev, sub)
         rec = _hdr_pack(create, version, lease) + value
         txn.put(ckey, rec, db=self._kv)
@@ -405,7 +419,8 @@ class MVCCStore:
             ot = type(op)
             if ot is Put:
                 has_put = True
-                self._check_key(op.key)
+                if len(key_prefix(op.key)) > _MAX_PREFIX_BYTES:
+                    raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
                 if op.ignore_value or op.ignore_lease:
                     if next(scan_live(self._cur, op.key, b"", 0), None) is None:
                         raise errors.KeyNotFound()
@@ -616,10 +631,6 @@ class MVCCStore:
         Noop: _apply_noop,
     }
 
-    def _check_key(self, key: bytes) -> None:
-        if len(key) + key.count(b"\x00") > MAX_KEY_BYTES:
-            raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
-
     def _check_quota(self, cost: int) -> None:
         if self._data_bytes + cost > self.quota_bytes:
             raise errors.NoSpace()
@@ -639,18 +650,37 @@ class MVCCStore:
         if not r.key:
             raise errors.EmptyKey()
         with self.env.begin() as txn:
-            rev, crev = self._read_state(txn)
+            raw = txn.get(_STATE_KEY, db=self._meta)
+            rev, crev = (1, 0) if raw is None else _STATE.unpack(raw)[1:3]
+            if not r.range_end and not r.revision and type(r) is Range and _plain_get(r):
+                # The common case, a point read now: one seek, no generator.
+                prefix = key_prefix(r.key)
+                cur = txn.cursor(self._kv)
+                if len(prefix) <= _MAX_PREFIX_BYTES and cur.set_range(prefix):
+                    k, rec = cur.item()
+                    if rec and k.startswith(prefix):
+                        if r.count_only:
+                            return RangeResult([], False, 1, rev)
+                        create, version, lease = _hdr_unpack_from(rec)
+                        kv = KeyValue(r.key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
+                                      b"" if r.keys_only else rec[HDR_BYTES:], lease)
+                        return RangeResult([kv], False, 1, rev)
+                return RangeResult([], False, 0, rev)
             return self._range(txn.cursor(self._kv), r, rev, crev)
 
     def get(self, key: bytes) -> KeyValue | None:
         """The current KeyValue of one key, or None (one LMDB seek)."""
         prefix = key_prefix(key)
+        if len(prefix) > _MAX_PREFIX_BYTES:
+            return None
         with self.env.begin() as txn:
             cur = txn.cursor(self._kv)
             if cur.set_range(prefix):
                 k, rec = cur.item()
                 if rec and k.startswith(prefix):
-                    return _kv_from(prefix, k, rec, key)
+                    create, version, lease = _hdr_unpack_from(rec)
+                    return KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
+                                    rec[HDR_BYTES:], lease)
         return None
 
     def _range(self, cur, r: Range, cur_rev: int, crev: int | None = None) -> RangeResult:
