@@ -143,8 +143,9 @@ class Raft:
 
     def lease_valid(self) -> bool:
         """May the leader answer a read from local state without a heartbeat round?"""
-        if self.state != StateRole.LEADER or not self.check_quorum or self.lead_transferee:
-            return False
+        if (self.state != StateRole.LEADER or self.lead_transferee
+                or self.config.read_only_option != ReadOnlyOption.LEASE_BASED):
+            return False  # LEASE_BASED implies check_quorum (Config.validate)
         start = self.trk.quorum_tick(self.id, self.ticks)
         return self.ticks - start < self.election_timeout - self.config.lease_drift_ticks
 
