@@ -171,6 +171,8 @@ class GeoService:
     def _check_timeouts(self, topo: Topology, now: float) -> None:
         if now - self._last_warn_s < TIMEOUT_WARN_INTERVAL_S:
             return
+        if not topo.voters or self.member.id not in {m.id for m in topo.members}:
+            return
         try:
             max_peer = topo.max_peer_rtt_ms(self.member.id)
             quorum = max(topo.quorum_rtt_ms(m.id) for m in topo.voters)

@@ -1,0 +1,40 @@
+"""Real server processes on loopback with WAN emulation (LocalCluster + geo service)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+from geokv.geo.cluster import start_geo_cluster
+from geokv.geo.workload import KVClient, RegionEndpoint, leader_region, wait_leader
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+REGIONS = ["us-east", "eu-west", "ap-south"]
+
+
+def endpoints(cluster, regions):
+    return [RegionEndpoint(r, e.replace("http://", "")) for r, e in zip(regions, cluster.endpoints)]
+
+
+def test_leader_moves_to_preferred_region_and_back_after_failover(tmp_path, fast_placement, fast_rtt):
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["ap-south", "eu-west"], rtt=fast_rtt) as c:
+        c.wait_ready()
+        eps = endpoints(c, REGIONS)
+        wait_leader(eps, 30, region="ap-south")
+        # Kill the preferred region: the second choice (or any survivor) takes over ...
+        c.kill(REGIONS.index("ap-south"), signal.SIGKILL)
+        survivors = [e for e in eps if e.region != "ap-south"]
+        st = wait_leader(survivors, 30)
+        assert leader_region(st) in ("us-east", "eu-west")
+        KVClient(survivors[0].endpoint).put(b"k", b"written during the outage")
+        # ... and after the restart the leader goes back once ap-south is caught up.
+        c.restart(REGIONS.index("ap-south"))
+        st = wait_leader(eps, 40, region="ap-south")
+        assert leader_region(st) == "ap-south"
+        resp, _ = KVClient(eps[2].endpoint).get(b"k", "linearizable")
+        assert resp.kvs[0].value == b"written during the outage"
