@@ -120,3 +120,12 @@ def test_damaged_snapshot_file_is_named(tmp_path):
     assert ei.value.path == snap
     r = _repair(data_dir)
     assert r.returncode == 1 and f"DAMAGED snapshot file {snap}" in r.stdout
+
+
+def test_data_dir_may_be_given_positionally_once(tmp_path):
+    data_dir, _ = _make_node(tmp_path, n=20)
+    r = subprocess.run([sys.executable, "-m", "geokv.storage.repair", data_dir],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "no damage" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "geokv.storage.repair"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "give the data directory" in r.stderr and "Traceback" not in r.stderr

@@ -264,10 +264,14 @@ def truncate_at_corruption(disk: Disk, rep: Report, stamp: str | None = None) ->
 def main(argv: list[str] | None = None, disk: Disk | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m geokv.storage.repair",
                                  description="Inspect (and optionally cut) a damaged geokv WAL.")
-    ap.add_argument("--data-dir", required=True, help="the node's data directory (or its storage directory)")
+    ap.add_argument("--data-dir", help="the node's data directory (or its storage directory)")
+    ap.add_argument("data_dir_arg", nargs="?", metavar="DATA_DIR", help="same as --data-dir")
     ap.add_argument("--truncate-at-corruption", action="store_true",
                     help="move damaged files aside and cut the log at the damage")
     args = ap.parse_args(argv)
+    if (args.data_dir is None) == (args.data_dir_arg is None):
+        ap.error("give the data directory once: --data-dir DATA_DIR (or DATA_DIR)")
+    args.data_dir = args.data_dir or args.data_dir_arg
     disk = disk or RealDisk()
     storage_dir = find_storage_dir(disk, args.data_dir)
     if storage_dir is None:
