@@ -1,0 +1,222 @@
+"""API-edge benchmark: geokv's etcd gRPC handlers vs a do-nothing grpcio server.
+
+Both servers are real processes on loopback, driven by the same grpc.aio load
+generator (one process, ``--concurrency`` requests in flight, ``--seconds`` per case):
+
+  donothing  bench/donothing_server.py (answers at once, stores nothing): the ceiling
+  geokv      one ``python -m geokv.runtime.serve`` member (LMDB, WAL, single-node Raft)
+
+For each case: ops/s, p50/p99 and the server's CPU microseconds per request
+(utime+stime from /proc over the measured window; stable under outside load).
+Cases: Range serializable (API edge + one LMDB read), Range linearizable (adds the
+ReadIndex barrier), Put (adds a Raft round with one WAL fsync per batch).
+The ratio geokv/donothing for serializable Range is the API edge's efficiency.
+
+    python bench/api_edge.py [--seconds 5] [--concurrency 64]
+
+Prints a table and a final line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "src"))
+
+from geokv.testing.cluster import LocalCluster  # noqa: E402
+from geokv.testing.ports import free_ports  # noqa: E402
+
+READY_TIMEOUT_S = 30.0
+KEYS = 1000
+VALUE_BYTES = 256
+CASES = ("range_serializable", "range_linearizable", "put")
+
+
+# --- load generator (runs in its own process: `api_edge.py --load ...`) -------------------
+async def load(endpoint: str, case: str, seconds: float, concurrency: int) -> dict:
+    import grpc
+
+    from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        value = b"v" * VALUE_BYTES
+        if case != "put":
+            for i in range(0, KEYS, 50):
+                await asyncio.gather(*[kv.Put(rpc_pb2.PutRequest(key=b"key%06d" % j, value=value))
+                                       for j in range(i, min(i + 50, KEYS))])
+        lat: list[float] = []
+        done = 0
+        stop_at = 0.0
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            i = w
+            while time.perf_counter() < stop_at:
+                key = b"key%06d" % (i % KEYS)
+                i += concurrency
+                t0 = time.perf_counter()
+                if case == "put":
+                    await kv.Put(rpc_pb2.PutRequest(key=key, value=value))
+                else:
+                    await kv.Range(rpc_pb2.RangeRequest(key=key, serializable=case == "range_serializable"))
+                lat.append(time.perf_counter() - t0)
+                done += 1
+
+        stop_at = time.perf_counter() + 0.5  # warm-up
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        lat.clear()
+        done = 0
+        print("START", flush=True)  # the parent samples the server's CPU time here ...
+        t_start = time.perf_counter()
+        stop_at = t_start + seconds
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        elapsed = time.perf_counter() - t_start
+        print("END", flush=True)  # ... and here
+        lat.sort()
+        return {"ops_s": done / elapsed, "p50_ms": 1000 * lat[len(lat) // 2] if lat else 0.0,
+                "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else 0.0, "n": done}
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def run_load(endpoint: str, case: str, seconds: float, concurrency: int, server_pid: int) -> dict:
+    """Drive one case; also report the server's CPU microseconds per request, which is
+    far less sensitive than ops/s to other load on a shared machine."""
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--load", endpoint, case,
+                          str(seconds), str(concurrency)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        cpu = {}
+        lines = []
+        for line in p.stdout:
+            line = line.strip()
+            if line in ("START", "END"):
+                cpu[line] = cpu_seconds(server_pid)
+            elif line:
+                lines.append(line)
+        p.wait(seconds * 4 + 120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"load generator failed: {p.stderr.read()[-2000:]}")
+    p.stdout.close()
+    p.stderr.close()
+    res = json.loads(lines[-1])
+    res["cpu_us_per_op"] = 1e6 * (cpu["END"] - cpu["START"]) / max(1, res["n"])
+    return res
+
+
+# --- servers ------------------------------------------------------------------------------
+def start_donothing() -> tuple[subprocess.Popen, str]:
+    port = free_ports(1)[0]
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "donothing_server.py"), str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import grpc
+
+    from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        while True:
+            try:
+                rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"x"), timeout=1)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline or p.poll() is not None:
+                    p.kill()
+                    raise RuntimeError("do-nothing server did not start")
+                time.sleep(0.1)
+    return p, f"127.0.0.1:{port}"
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def _median_run(rs: list[dict]) -> dict:
+    by_ops = sorted(rs, key=lambda r: r["ops_s"])[len(rs) // 2]
+    cpu = sorted(r["cpu_us_per_op"] for r in rs)[len(rs) // 2]
+    return dict(by_ops, cpu_us_per_op=cpu)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--load":
+        _, _, endpoint, case, seconds, conc = sys.argv
+        print(json.dumps(asyncio.run(load(endpoint, case, float(seconds), int(conc)))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--reps", type=int, default=3, help="alternating runs per case and system (median counts)")
+    args = ap.parse_args()
+    cases = [c for c in args.cases.split(",") if c]
+    runs: dict[str, dict[str, list[dict]]] = {"donothing": {c: [] for c in cases},
+                                               "geokv": {c: [] for c in cases}}
+    # Both servers run at once and the cases alternate between them, so a burst of
+    # load from elsewhere on the machine hits both systems alike; the median run counts.
+    p, ep_ref = start_donothing()
+    try:
+        with tempfile.TemporaryDirectory(prefix="geokv-bench-") as base:
+            with LocalCluster(1, base) as c:
+                c.wait_ready(READY_TIMEOUT_S)
+                ep_geo = c.endpoints[0].removeprefix("http://")
+                for _rep in range(args.reps):
+                    for case in cases:
+                        runs["donothing"][case].append(run_load(ep_ref, case, args.seconds, args.concurrency, p.pid))
+                        runs["geokv"][case].append(run_load(ep_geo, case, args.seconds, args.concurrency,
+                                                            c.pid(0)))
+    finally:
+        stop(p)
+    results = {system: {case: _median_run(rs) for case, rs in by_case.items()} for system, by_case in runs.items()}
+
+    print(f"{'case':<22}{'system':<11}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/op':>11}"
+          f"{'ops/s vs ref':>14}{'cpu eff':>9}")
+    summary = {}
+    for case in cases:
+        ref = results["donothing"][case]["ops_s"]
+        for system in ("donothing", "geokv"):
+            r = results[system][case]
+            ratio = r["ops_s"] / ref if ref else 0.0
+            eff = results["donothing"][case]["cpu_us_per_op"] / r["cpu_us_per_op"] if r["cpu_us_per_op"] else 0.0
+            print(f"{case:<22}{system:<11}{r['ops_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                  f"{r['cpu_us_per_op']:>11.1f}{ratio:>13.2f}x{eff:>8.2f}x")
+        summary[case] = {"donothing_ops_s": round(ref, 1), "geokv_ops_s": round(results["geokv"][case]["ops_s"], 1),
+                         "ratio": round(results["geokv"][case]["ops_s"] / ref, 3) if ref else 0.0,
+                         "geokv_p99_ms": round(results["geokv"][case]["p99_ms"], 2),
+                         "donothing_cpu_us_per_op": round(results["donothing"][case]["cpu_us_per_op"], 1),
+                         "geokv_cpu_us_per_op": round(results["geokv"][case]["cpu_us_per_op"], 1),
+                         "cpu_efficiency": round(results["donothing"][case]["cpu_us_per_op"]
+                                                 / max(1e-9, results["geokv"][case]["cpu_us_per_op"]), 3)}
+    print("RESULT " + json.dumps({"bench": "api_edge", "seconds": args.seconds, "reps": args.reps,
+                                  "concurrency": args.concurrency, "cases": summary}))
+
+
+if __name__ == "__main__":
+    main()
