@@ -414,11 +414,11 @@ class MVCCStore:
 
     def _check_path(self, t: Txn, path: tuple[bool, list]) -> None:
         nested = iter(path[1])
-        has_put = False
+        put_bytes = 0
         for op in t.success if path[0] else t.failure:
             ot = type(op)
             if ot is Put:
-                has_put = True
+                put_bytes += len(op.key) + len(op.value) + 1
                 if len(key_prefix(op.key)) > _MAX_PREFIX_BYTES:
                     raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
                 if op.ignore_value or op.ignore_lease:
@@ -433,8 +433,8 @@ class MVCCStore:
                     raise errors.Compacted()
             elif ot is Txn:
                 self._check_path(op, next(nested))
-        if has_put:
-            self._check_quota(0)
+        if put_bytes:
+            self._check_quota(put_bytes)
 
     def _exec_txn(self, t: Txn, path: tuple[bool, list]) -> list:
         nested = iter(path[1])
