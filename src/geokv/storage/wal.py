@@ -25,6 +25,11 @@ Recovery (``WAL.open``): all segments are replayed in order. A damaged frame in 
 last segment with nothing valid after it is a torn write from a crash and is cut off.
 Any other damage raises ``WALCorrupt`` naming the file and offset; nothing is
 truncated silently. See ``geokv.storage.repair`` for the way out.
+
+Known limits of telling a torn tail from damage: bit rot in the very last record of
+the last segment looks exactly like a torn write and is cut (no record follows it to
+prove otherwise); and a torn record whose payload happens to contain a complete,
+valid frame is reported as damage (the repair tool then cuts it).
 """
 
 from __future__ import annotations
