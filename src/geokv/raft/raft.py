@@ -887,6 +887,27 @@ class Raft:
             self.abort_leader_transfer()
         return cs
 
+    def assert_invariants(self) -> None:
+        """Cheap whole-node invariants, checked once per Ready (the simulator turns a
+        failure into a bug report with its seed)."""
+        log = self.raft_log
+        assert log.applied <= log.committed <= log.last_index(), (
+            f"applied {log.applied} <= committed {log.committed} <= last {log.last_index()}")
+        assert log.first_index() - 1 <= log.committed, "snapshot beyond commit"
+        st = self.state
+        if st == StateRole.LEADER:
+            assert self.lead == self.id and self.vote == self.id, (self.lead, self.vote)
+            assert log.zero_term_on_err(log.last_index()) == self.term, (
+                "a leader's last entry is always of its term")
+        else:
+            assert self.lead != self.id, f"{st.name} believes it is the leader"
+            assert not self.lead_transferee, "only a leader transfers leadership"
+        if st in (StateRole.CANDIDATE, StateRole.PRE_CANDIDATE):
+            assert self.lead == 0, "a candidate knows no leader"
+        if st == StateRole.CANDIDATE:
+            assert self.vote == self.id, "a candidate votes for itself"
+        assert self.uncommitted_size >= 0
+
     # --- persistence feedback -----------------------------------------------------------
     def on_persisted(self) -> None:
         """The application made the last Ready durable: count our own log now."""

@@ -85,6 +85,10 @@ class RawNode:
         if m.type in LOCAL_MESSAGE_TYPES:
             raise ValueError(f"{m.type.name} is a local message and cannot come from a peer")
         r = self.raft
+        if m.term == 0 and m.type != MT.PROP and m.type != MT.READ_INDEX:
+            return  # every peer message except a forwarded request carries a term
+        if m.frm == r.id or m.frm == 0:
+            return  # not from a peer
         if m.type in RESPONSE_MESSAGE_TYPES and m.frm not in r.trk.progress:
             return  # a response from a node outside the config
         r.step(m)
@@ -179,6 +183,7 @@ class RawNode:
             r.reduce_uncommitted_size(rd.committed_entries)
         r.on_persisted()
         r.maybe_auto_leave()
+        r.assert_invariants()
 
     # --- introspection ----------------------------------------------------------------
     @property
