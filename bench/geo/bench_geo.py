@@ -174,28 +174,29 @@ class EtcdGeoCluster:
 
 # --- geokv ----------------------------------------------------------------------------------
 class GeokvGeoCluster:
-    """A LocalCluster of geokv server processes with WAN emulation and a leader preference."""
+    """geokv server processes (with the geo service) under WAN emulation, leader preference set."""
 
     def __init__(self, regions: list[str], rtt: str, preferred: str, heartbeat_ms: int, election_ms: int) -> None:
-        from geokv.testing.cluster import LocalCluster   # the runtime's harness
+        from geokv.geo.cluster import start_geo_cluster   # needs the runtime's LocalCluster
+        from geokv.geo.timeouts import TimeoutPlan
 
+        self._start = lambda: start_geo_cluster(
+            regions, base_dir=self.dir, leader_preference=[preferred], rtt=rtt or None,
+            plan=TimeoutPlan(float(heartbeat_ms), float(election_ms)),
+        )
         self.regions = regions
         self.dir = tempfile.mkdtemp(prefix="geokv-bench-geokv-")
-        extra = [
-            "--wan-emulation", "on", "--leader-preference", preferred,
-            "--heartbeat-interval", str(heartbeat_ms), "--election-timeout", str(election_ms),
-        ]
-        if rtt:
-            extra += ["--rtt", rtt]
-        self.cluster = LocalCluster(n=len(regions), base_dir=self.dir, regions=regions, extra_args=extra)
+        self.cluster = None
 
     @property
     def endpoints(self) -> list[RegionEndpoint]:
+        assert self.cluster is not None, "start() first"
         return [RegionEndpoint(r, e.replace("http://", "")) for r, e in zip(self.regions, self.cluster.endpoints)]
 
     def start(self) -> None:
-        self.cluster.start()
-        self.cluster.wait_ready()
+        if self.cluster is None:
+            self.cluster = self._start()
+        self.cluster.wait_ready(STARTUP_TIMEOUT_S)
 
     def kill(self, i: int) -> None:
         self.cluster.kill(i, signal.SIGKILL)
@@ -204,17 +205,18 @@ class GeokvGeoCluster:
         self.cluster.restart(i)
 
     def stop(self) -> None:
-        self.cluster.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the benchmark ----------------------------------------------------------------------------
 def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: int, read_modes, move_by_api: bool) -> SystemResult:
     res = SystemResult(name)
-    eps = cluster.endpoints
     try:
         log(f"{name}: starting {len(regions)} members in {', '.join(regions)}")
         cluster.start()
+        eps = cluster.endpoints
         st = wait_leader(eps, STARTUP_TIMEOUT_S)
         log(f"{name}: leader in {leader_region(st)}")
         if move_by_api:
