@@ -328,7 +328,9 @@ class Raft:
     # --- proposals --------------------------------------------------------------------
     def append_entry(self, es: list[Entry]) -> bool:
         log = self.raft_log
+        u = log.unstable
         li = log.last_index()
+        first = li + 1
         term = self.term
         size = 0
         for e in es:
@@ -340,7 +342,12 @@ class Raft:
                 self.uncommitted_size + size > self.max_uncommitted_size):
             return False
         self.uncommitted_size += size
-        log.append(es)
+        if u.offset + len(u.entries) == first:
+            # The leader's log only grows at its end: extend the unstable tail directly.
+            assert first > log.committed
+            u.entries.extend(es)
+        else:
+            log.append(es)
         return True
 
     def reduce_uncommitted_size(self, ents: list[Entry]) -> None:

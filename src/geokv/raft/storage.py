@@ -59,6 +59,9 @@ def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
     """Longest prefix of ``entries`` within ``max_size`` bytes, but never empty."""
     if max_size is None or not entries:
         return entries
+    # Fast path: the whole list fits (one C-level pass instead of a Python loop).
+    if sum([len(e.data) for e in entries]) + 16 * len(entries) <= max_size:
+        return entries
     size = 0
     for i, e in enumerate(entries):
         size += len(e.data) + 16
