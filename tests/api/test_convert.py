@@ -67,10 +67,13 @@ def test_key_value_round_trip_and_keys_only():
 
 def test_results_to_responses():
     kv = kvt.KeyValue(key=b"k", create_revision=2, mod_revision=3, version=1, value=b"v")
-    hdr = convert.header_pb((11, 22, 33, 44), revision=5)
-    assert (hdr.cluster_id, hdr.member_id, hdr.revision, hdr.raft_term) == (11, 22, 5, 44)
+    h = convert.header_pb((11, 22, 33, 44), revision=5)
+    assert (h.cluster_id, h.member_id, h.revision, h.raft_term) == (11, 22, 5, 44)
+    hdr = (11, 22, 33, 44)
     rr = convert.range_result_to_pb(kvt.RangeResult(kvs=[kv], more=True, count=3, revision=5), hdr)
-    assert rr.more and rr.count == 3 and rr.kvs[0].value == b"v" and rr.header.revision == 5
+    assert rr.more and rr.count == 3 and rr.kvs[0].value == b"v"
+    assert (rr.header.cluster_id, rr.header.member_id, rr.header.revision, rr.header.raft_term) == (11, 22, 5, 44)
+    assert convert.kv_from_pb(rr.kvs[0]) == kv
     pr = convert.put_result_to_pb(kvt.PutResult(revision=5, prev_kv=kv), hdr)
     assert pr.HasField("prev_kv") and pr.prev_kv.key == b"k"
     assert not convert.put_result_to_pb(kvt.PutResult(revision=5), hdr).HasField("prev_kv")
@@ -82,9 +85,11 @@ def test_results_to_responses():
         kvt.TxnResult(revision=6, succeeded=True, responses=[])])
     ops = [kvt.Range(key=b"k", keys_only=True), kvt.Put(key=b"a"), kvt.DeleteRange(key=b"b"), kvt.Txn()]
     tr = convert.txn_result_to_pb(txn, hdr, ops)
-    assert not tr.succeeded
+    assert not tr.succeeded and tr.header.revision == 6
+    assert tr.responses[1].HasField("response_put") and tr.responses[1].response_put.header.revision == 6
     kinds = [r.WhichOneof("response") for r in tr.responses]
     assert kinds == ["response_range", "response_put", "response_delete_range", "response_txn"]
+    assert tr.responses[3].response_txn.succeeded
     assert tr.responses[0].response_range.kvs[0].value == b""  # keys_only honoured inside txn
 
 

@@ -56,7 +56,7 @@ def test_errors_map_to_etcd_status_and_server_keeps_serving():
         finally:
             await server.stop(None)
 
-    before = GRPC_LATENCY.labels(method="Range")._sum.get()
+    before = GRPC_LATENCY.child("Range").count
     out = asyncio.run(main())
     assert out == [
         ("OUT_OF_RANGE", "etcdserver: mvcc: required revision has been compacted"),
@@ -66,4 +66,13 @@ def test_errors_map_to_etcd_status_and_server_keeps_serving():
         ("NOT_FOUND", "etcdserver: requested lease not found"),
         ("OK", 1),
     ]
-    assert GRPC_LATENCY.labels(method="Range")._sum.get() > before
+    assert GRPC_LATENCY.child("Range").count == before + 6
+
+
+def test_latency_histogram_is_exported_in_prometheus_text():
+    from prometheus_client import REGISTRY, generate_latest
+
+    GRPC_LATENCY.child("Put").observe(0.0015)
+    text = generate_latest(REGISTRY).decode()
+    assert 'geokv_grpc_request_duration_seconds_bucket{le="0.002",method="Put"}' in text
+    assert 'geokv_grpc_request_duration_seconds_count{method="Put"}' in text

@@ -18,28 +18,26 @@ STALENESS_TRAILER_KEY = "geokv-staleness-ms"
 READ_MODES = ("linearizable", "lease", "serializable", "bounded")
 
 
-def read_mode_of(context: grpc.aio.ServicerContext, serializable: bool) -> tuple[str | None, int | None]:
-    """The read mode a request asks for: geokv metadata first, then etcd's flag; None
-    means the member's default (--read-mode-default)."""
+def read_mode_of(md: Any, serializable: bool) -> tuple[str | None, int | None]:
+    """The read mode asked for in gRPC metadata ``md``, else by etcd's flag; None means
+    the member's default (--read-mode-default)."""
     mode: str | None = "serializable" if serializable else None
     max_staleness_ms: int | None = None
-    md = context.invocation_metadata()
-    if md:
-        for item in md:
-            k = item[0]
-            if k == READ_MODE_KEY:
-                mode = item[1] if isinstance(item[1], str) else item[1].decode()
-                if mode not in READ_MODES:
-                    raise errors.InvalidArgument(
-                        f"geokv: unknown read mode {mode!r} (want one of {', '.join(READ_MODES)})")
-            elif k == MAX_STALENESS_KEY:
-                raw = item[1] if isinstance(item[1], str) else item[1].decode()
-                try:
-                    max_staleness_ms = int(raw)
-                except ValueError:
-                    raise errors.InvalidArgument(f"geokv: bad {MAX_STALENESS_KEY} {raw!r}") from None
-                if max_staleness_ms < 0:
-                    raise errors.InvalidArgument(f"geokv: negative {MAX_STALENESS_KEY}")
+    for item in md:
+        k = item[0]
+        if k == READ_MODE_KEY:
+            mode = item[1] if isinstance(item[1], str) else item[1].decode()
+            if mode not in READ_MODES:
+                raise errors.InvalidArgument(
+                    f"geokv: unknown read mode {mode!r} (want one of {', '.join(READ_MODES)})")
+        elif k == MAX_STALENESS_KEY:
+            raw = item[1] if isinstance(item[1], str) else item[1].decode()
+            try:
+                max_staleness_ms = int(raw)
+            except ValueError:
+                raise errors.InvalidArgument(f"geokv: bad {MAX_STALENESS_KEY} {raw!r}") from None
+            if max_staleness_ms < 0:
+                raise errors.InvalidArgument(f"geokv: negative {MAX_STALENESS_KEY}")
     return mode, max_staleness_ms
 
 
@@ -56,8 +54,9 @@ class KVService(rpc_pb2_grpc.KVServicer):
         self.member = member
         self.limits = limits
 
-    async def _read(self, r: kvt.Range, context: grpc.aio.ServicerContext, serializable: bool) -> Any:
-        mode, max_staleness_ms = read_mode_of(context, serializable)
+    async def _read_with_mode(self, r: kvt.Range, context: grpc.aio.ServicerContext, md: Any,
+                              serializable: bool) -> Any:
+        mode, max_staleness_ms = read_mode_of(md, serializable)
         if mode is None:
             return await self.member.read(r)
         if mode == "bounded":
@@ -74,24 +73,28 @@ class KVService(rpc_pb2_grpc.KVServicer):
         if limit:
             # Fetch one extra key to learn ``more`` independently of the store's own flag.
             r.limit = limit + 1
-        res = await self._read(r, context, request.serializable)
+        md = context.invocation_metadata()
+        if md and any(item[0].startswith("geokv-") for item in md):
+            res = await self._read_with_mode(r, context, md, request.serializable)
+        else:
+            # The common case: etcd's own flag; r.serializable tells the member.
+            res = await self.member.read(r)
         if limit and len(res.kvs) > limit:
             res = kvt.RangeResult(kvs=res.kvs[:limit], more=True, count=res.count, revision=res.revision)
-        return convert.range_result_to_pb(res, convert.header_pb(self.member.header(), res.revision),
-                                          request.keys_only)
+        return convert.range_result_to_pb(res, self.member.header(), request.keys_only)
 
     @unary("Put")
     async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.PutResponse:
         validate.check_put(request, self.limits)
         res = await propose(self.member, convert.put_from_pb(request))
-        return convert.put_result_to_pb(res, convert.header_pb(self.member.header(), res.revision))
+        return convert.put_result_to_pb(res, self.member.header())
 
     @unary("DeleteRange")
     async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest,
                           context: grpc.aio.ServicerContext) -> rpc_pb2.DeleteRangeResponse:
         validate.check_delete(request)
         res = await propose(self.member, convert.delete_from_pb(request))
-        return convert.delete_result_to_pb(res, convert.header_pb(self.member.header(), res.revision))
+        return convert.delete_result_to_pb(res, self.member.header())
 
     @unary("Txn")
     async def Txn(self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.TxnResponse:
@@ -99,7 +102,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         txn = convert.txn_from_pb(request)
         res = await propose(self.member, txn)
         ops = txn.success if res.succeeded else txn.failure
-        return convert.txn_result_to_pb(res, convert.header_pb(self.member.header(), res.revision), ops)
+        return convert.txn_result_to_pb(res, self.member.header(), ops)
 
     @unary("Compact")
     async def Compact(self, request: rpc_pb2.CompactionRequest,

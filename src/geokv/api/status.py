@@ -7,24 +7,72 @@ bug: it is logged with its traceback and the client gets INTERNAL, the server li
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import grpc
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY
+from prometheus_client.core import HistogramMetricFamily
 
 from geokv.errors import GeoKVError
 
 log = logging.getLogger("geokv.api")
 
-GRPC_LATENCY = Histogram(
-    "geokv_grpc_request_duration_seconds",
-    "Latency of etcd gRPC requests handled by this member, by method.",
-    ["method"],
-    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
-)
+LATENCY_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class LatencyHistogram:
+    """One method's latency histogram. ``observe`` is a bisect and two additions: the
+    handlers run on one event loop thread, so no lock is needed (prometheus_client's
+    Histogram takes a lock per bucket and costs ~6x more per request)."""
+
+    __slots__ = ("counts", "sum_s")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+class GRPCLatency:
+    """Per-method gRPC latency histograms, exported as ``geokv_grpc_request_duration_seconds``."""
+
+    name = "geokv_grpc_request_duration_seconds"
+    doc = "Latency of etcd gRPC requests handled by this member, by method."
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, LatencyHistogram] = {}
+
+    def child(self, method: str) -> LatencyHistogram:
+        h = self._by_method.get(method)
+        if h is None:
+            h = self._by_method[method] = LatencyHistogram()
+        return h
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily(self.name.removesuffix("_seconds"), self.doc, labels=["method"], unit="seconds")
+        for method, h in sorted(self._by_method.items()):
+            cum, buckets = 0, []
+            for le, c in zip(LATENCY_BUCKETS_S, h.counts):
+                cum += c
+                buckets.append((repr(le), cum))
+            buckets.append(("+Inf", cum + h.counts[-1]))
+            fam.add_metric([method], buckets, h.sum_s)
+        yield fam
+
+
+GRPC_LATENCY = GRPCLatency()
+REGISTRY.register(GRPC_LATENCY)
 
 _STATUS_CODES = {c.name: c for c in grpc.StatusCode}
 
@@ -43,7 +91,7 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
 
 def unary(method: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Decorate a unary handler: error mapping plus latency histogram."""
-    observe = GRPC_LATENCY.labels(method=method).observe
+    observe = GRPC_LATENCY.child(method).observe
     perf = time.perf_counter
 
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
