@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 
 import pytest
 
 from etcdproc import EtcdCluster
 
-#: Back-ends the client's tests run against.
-BACKENDS = ["etcd"]
+from geokv.client import parse_endpoint
+
+
+@dataclass
+class Server:
+    backend: str
+    endpoints: list[str]  # host:port
+    cluster: object
+
+#: Back-ends the client's tests run against (env GEOKV_CLIENT_BACKENDS=etcd or =geokv narrows it).
+BACKENDS = os.environ.get("GEOKV_CLIENT_BACKENDS", "etcd,geokv").split(",")
 
 needs_etcd = pytest.mark.skipif(not os.path.exists(shutil.which("etcd") or "/usr/bin/etcd"),
                                 reason="etcd server binary (Debian etcd-server) is not installed")
@@ -32,20 +42,53 @@ def server(request, tmp_path_factory):
     else:
         from geokv.testing.cluster import LocalCluster
 
-        cluster = LocalCluster(1, base)
+        cluster = LocalCluster(1, base, start=False)
     try:
-        cluster.start()
-        yield cluster
+        if request.param == "etcd":
+            cluster.start()
+        else:
+            for i in range(len(cluster.specs)):
+                cluster._spawn(i)
+            cluster.wait_ready()
+        yield Server(request.param, [parse_endpoint(e) for e in cluster.endpoints], cluster)
     finally:
         cluster.stop()
 
 
-@pytest.fixture
-def etcd3(tmp_path):
-    """A fresh three-member etcd cluster for failover tests (members may be killed)."""
-    if not os.path.exists(shutil.which("etcd") or "/usr/bin/etcd"):
+class Cluster3:
+    """Three members of either back-end: ``endpoints`` (host:port) and ``kill(i)`` by PID."""
+
+    def __init__(self, backend: str, base: str) -> None:
+        self.backend = backend
+        if backend == "etcd":
+            self._c = EtcdCluster(base, 3)
+        else:
+            from geokv.testing.cluster import LocalCluster
+
+            self._c = LocalCluster(3, base, start=False)
+        self.endpoints = [parse_endpoint(e) for e in self._c.endpoints]
+
+    def start(self) -> None:
+        if self.backend == "etcd":
+            self._c.start()
+        else:
+            for i in range(3):
+                self._c._spawn(i)
+            self._c.wait_ready()
+
+    def kill(self, i: int) -> None:
+        self._c.kill(i)
+
+    def stop(self) -> None:
+        self._c.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def cluster3(request, tmp_path):
+    """A fresh three-member cluster for failover tests (members may be killed)."""
+    if request.param == "etcd" and not os.path.exists(shutil.which("etcd") or "/usr/bin/etcd"):
         pytest.skip("etcd server binary is not installed")
-    cluster = EtcdCluster(str(tmp_path), 3)
+    cluster = Cluster3(request.param, str(tmp_path))
     try:
         cluster.start()
         yield cluster

@@ -86,11 +86,11 @@ def test_a_txn_cut_by_a_dropped_connection_is_reported_unknown(server, proxy, pr
     assert version_of(server.endpoints, key) == 2
 
 
-def test_reads_and_writes_continue_when_the_current_endpoint_is_killed(etcd3, prefix):
-    with Client(etcd3.endpoints, timeout_s=8) as c:
+def test_reads_and_writes_continue_when_the_current_endpoint_is_killed(cluster3, prefix):
+    with Client(cluster3.endpoints, timeout_s=8) as c:
         c.put(prefix + "k", "before")
         first = c.current_endpoint
-        etcd3.kill(etcd3.endpoints.index(first))
+        cluster3.kill(cluster3.endpoints.index(first))
         assert c.get(prefix + "k").value == b"before"
         assert c.current_endpoint != first
         c.put(prefix + "k", "after")

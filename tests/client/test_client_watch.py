@@ -98,15 +98,15 @@ def test_async_watch_iterates_with_async_for(server, prefix):
     assert asyncio.run(main()) == [b"0", b"1", b"2"]
 
 
-def test_watch_resumes_on_another_endpoint_without_loss_or_repeat(etcd3, prefix):
-    with Client(etcd3.endpoints, timeout_s=5) as c:
+def test_watch_resumes_on_another_endpoint_without_loss_or_repeat(cluster3, prefix):
+    with Client(cluster3.endpoints, timeout_s=5) as c:
         w = c.watch(prefix, prefix=True)
         w.wait_created()
         c.put(prefix + "1", "1")
         assert take(w, 1)[0].kv.value == b"1"
         watched = w._watch.endpoint
-        etcd3.kill(etcd3.endpoints.index(watched))
-        survivors = [e for e in etcd3.endpoints if e != watched]
+        cluster3.kill(cluster3.endpoints.index(watched))
+        survivors = [e for e in cluster3.endpoints if e != watched]
         with Client(survivors, timeout_s=8) as writer:
             for i in range(2, 6):
                 writer.put(f"{prefix}{i}", str(i))
