@@ -116,17 +116,18 @@ class RaftLog:
     def term(self, i: int) -> int:
         """Term of entry ``i``; raises Compacted or Unavailable if it is not known."""
         u = self.unstable
-        k = i - u.offset
-        if 0 <= k < len(u.entries):
-            return u.entries[k].term
-        t = u.maybe_term(i)
-        if t is not None:
-            return t
-        dummy = self.first_index() - 1
-        if i < dummy:
-            raise Compacted(f"index {i} is compacted")
-        if i > self.last_index():
-            raise Unavailable(f"index {i} is unavailable")
+        off = u.offset
+        if i >= off:
+            k = i - off
+            if k < len(u.entries):
+                return u.entries[k].term
+            raise Unavailable(f"index {i} is past the last index {self.last_index()}")
+        snap = u.snapshot
+        if snap is not None:
+            if i == snap.metadata.index:
+                return snap.metadata.term
+            raise Compacted(f"index {i} is older than the pending snapshot")
+        # Stable region: storage knows it (the dummy entry answers the snapshot index).
         return self.storage.term(i)
 
     def zero_term_on_err(self, i: int) -> int:
