@@ -38,3 +38,23 @@ def test_leader_moves_to_preferred_region_and_back_after_failover(tmp_path, fast
         assert leader_region(st) == "ap-south"
         resp, _ = KVClient(eps[2].endpoint).get(b"k", "linearizable")
         assert resp.kvs[0].value == b"written during the outage"
+
+
+def test_follow_the_writes_moves_the_leader_to_the_writing_region(tmp_path, fast_placement, fast_rtt, monkeypatch):
+    monkeypatch.setenv("GEOKV_FOLLOW_WRITES_DWELL_S", "1")
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["follow-writes", "us-east"], rtt=fast_rtt) as c:
+        c.wait_ready()
+        eps = endpoints(c, REGIONS)
+        wait_leader(eps, 30, region="us-east")
+        writer = KVClient(eps[2].endpoint)       # all writes come from ap-south
+        deadline = time.monotonic() + 30
+        moved = False
+        try:
+            while time.monotonic() < deadline and not moved:
+                for _ in range(20):
+                    writer.put(b"from-ap-south", b"x")
+                st = wait_leader(eps, 10)
+                moved = leader_region(st) == "ap-south"
+        finally:
+            writer.close()
+        assert moved, "the leader did not follow the writes to ap-south"

@@ -149,3 +149,11 @@ def test_bad_options():
         LeaderPlacement(follow_writes_ratio=0.5)
     with pytest.raises(PlacementError):
         LeaderPlacement(cooldown_s=-1)
+
+
+def test_parse_placement_spec_follow_writes_token():
+    from geokv.geo.placement import parse_placement_spec
+
+    assert parse_placement_spec("follow-writes,us-east") == (["us-east"], True)
+    assert parse_placement_spec("us-east,eu-west") == (["us-east", "eu-west"], False)
+    assert parse_placement_spec("") == ([], False)

@@ -43,6 +43,18 @@ class PlacementError(ValueError):
     """A user-supplied placement option is invalid."""
 
 
+FOLLOW_WRITES_TOKEN = "follow-writes"
+
+
+def parse_placement_spec(spec: str | None) -> tuple[list[str], bool]:
+    """``--leader-preference`` with the opt-in token: ``"follow-writes,us-east"`` ->
+    (["us-east"], True): follow the writes, fall back to us-east while writes are few."""
+    parts = [p.strip() for p in (spec or "").split(",")]
+    follow = FOLLOW_WRITES_TOKEN in parts
+    rest = ",".join(p for p in parts if p and p != FOLLOW_WRITES_TOKEN)
+    return parse_leader_preference(rest), follow
+
+
 def parse_leader_preference(spec: str | None) -> list[str]:
     """``"us-east, eu-west"`` -> ["us-east", "eu-west"]; rejects duplicates and junk."""
     if not spec:

@@ -11,8 +11,12 @@
   transfers leadership when it says so (``--leader-preference``). It also warns when the
   measured RTT p99 calls for longer timeouts than the configured ones.
 
+Follow the writes (opt-in): ``--leader-preference follow-writes[,region...]`` counts
+applied writes by origin region and moves the leader to the region issuing most of
+them (with hysteresis; the listed regions are the fallback while writes are few).
+
 Tuning knobs without flags (environment, seconds): ``GEOKV_LEADER_RETURN_DELAY_S``,
-``GEOKV_LEADER_COOLDOWN_S``.
+``GEOKV_LEADER_COOLDOWN_S``, ``GEOKV_FOLLOW_WRITES_DWELL_S``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from typing import Any
 
 from .placement import (
     COOLDOWN_S_DEFAULT,
+    FOLLOW_WRITES_DWELL_S_DEFAULT,
     PLACEMENT_INTERVAL_S,
     RETURN_DELAY_S_DEFAULT,
     ClusterView,
     LeaderPlacement,
     MemberState,
-    parse_leader_preference,
+    parse_placement_spec,
 )
 from .timeouts import BiasedElectionRng, derive_timeouts
 from .topology import MemberPlacement, Topology
@@ -60,10 +65,13 @@ class GeoService:
     def __init__(self, member: Any, cfg: Any) -> None:
         self.member = member
         self.cfg = cfg
+        preference, follow_writes = parse_placement_spec(getattr(cfg, "leader_preference", "") or "")
         self.placement = LeaderPlacement(
-            preference=parse_leader_preference(getattr(cfg, "leader_preference", "") or ""),
+            preference=preference,
+            follow_writes=follow_writes,
             return_delay_s=_env_float("GEOKV_LEADER_RETURN_DELAY_S", RETURN_DELAY_S_DEFAULT),
             cooldown_s=_env_float("GEOKV_LEADER_COOLDOWN_S", COOLDOWN_S_DEFAULT),
+            follow_writes_dwell_s=_env_float("GEOKV_FOLLOW_WRITES_DWELL_S", FOLLOW_WRITES_DWELL_S_DEFAULT),
         )
         try:
             self.table = build_rtt_table(getattr(cfg, "rtt", "") or None)
@@ -76,13 +84,49 @@ class GeoService:
         self._task: asyncio.Task[None] | None = None
         self._last_warn_s = -TIMEOUT_WARN_INTERVAL_S
         self.transfers = 0
+        self.writes_by_origin: dict[int, int] = {}   # origin member id -> writes applied
 
     # --- wiring -------------------------------------------------------------------------
     def install(self) -> None:
-        """Before ``member.start()``: give the Raft core the biased election generator."""
+        """Before ``member.start()``: give the Raft core the biased election generator and,
+        with follow-the-writes on, count applied writes by the region they came from."""
         if hasattr(self.member, "_rng"):
             self.rng = BiasedElectionRng(self.election_tick, seed=self.member._rng.getrandbits(64))
             self.member._rng = self.rng
+        if self.placement.follow_writes and hasattr(self.member, "_apply"):
+            self._install_write_counter()
+
+    def _install_write_counter(self) -> None:
+        """Wrap the member's apply step: entry data is msgpack [origin id, request id, cmd]
+        (runtime/member.py), so the origin member, hence region, of each write is known."""
+        import msgpack
+
+        from geokv.raft.types import EntryType
+
+        apply = self.member._apply
+        counts = self.writes_by_origin
+
+        async def counting_apply(ents: Any) -> Any:
+            for e in ents:
+                if e.type == EntryType.NORMAL and e.data:
+                    try:
+                        origin = msgpack.unpackb(e.data, raw=False)[0]
+                    except (ValueError, TypeError, IndexError, msgpack.ExtraData):
+                        continue
+                    counts[origin] = counts.get(origin, 0) + 1
+            return await apply(ents)
+
+        self.member._apply = counting_apply
+
+    def _feed_writes(self, now: float) -> None:
+        if not self.writes_by_origin:
+            return
+        regions = self._regions()
+        for origin, n in self.writes_by_origin.items():
+            region = regions.get(origin)
+            if region:
+                self.placement.observe_writes(region, n, now)
+        self.writes_by_origin.clear()
 
     def start(self) -> None:
         if self._task is None:
@@ -198,7 +242,8 @@ class GeoService:
         if topo is not None:
             self._rank(topo, st.leader_id)
             self._check_timeouts(topo, now)
-        if not self.member.is_leader or not self.placement.preference:
+        self._feed_writes(now)
+        if not self.member.is_leader or not (self.placement.preference or self.placement.follow_writes):
             return None
         regions = self._regions()
         transport = self.member.transport
