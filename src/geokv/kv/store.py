@@ -41,7 +41,9 @@ import msgpack
 
 from geokv import errors
 from geokv.kv import layout
-from geokv.kv.layout import HDR, HDR_BYTES, M32, M64, SKIP_SUFFIX, key_prefix, scan_live, user_key
+from geokv.kv.compaction import compact_chunk
+from geokv.kv.layout import HDR, HDR_BYTES, M64, key_prefix, scan_live
+from geokv.kv.reads import collect_events, hash_keyspace, kv_from, range_kvs
 from geokv.kv.types import (
     MAX_KEY_BYTES,
     MAX_TXN_OPS_DEFAULT,
@@ -94,18 +96,6 @@ _version_suffix = layout.version_suffix
 _inv_main_from = struct.Struct(">Q").unpack_from
 _MAX_PREFIX_BYTES = MAX_KEY_BYTES + 2  # escaped key plus terminator
 _log_key = layout.log_key
-
-
-def _kv_from(prefix: bytes, ckey: bytes, rec: bytes, key: bytes | None = None) -> KeyValue:
-    create, version, lease = _hdr_unpack_from(rec)
-    return KeyValue(
-        user_key(prefix) if key is None else key,
-        create,
-        layout.main_of(ckey),
-        version,
-        rec[HDR_BYTES:],
-        lease,
-    )
 
 
 def _plain_get(r: Range) -> bool:
@@ -360,7 +350,7 @@ class MVCCStore:
         """The key's live version before the revision being written (etcd's watch prev_kv
         is the state at revision - 1, even when this txn already wrote the key)."""
         for p, ckey, rec in scan_live(self._cur, key, b"", self._wrev - 1):
-            return _kv_from(p, ckey, rec, key)
+            return kv_from(p, ckey, rec, key)
         return None
 
     def _apply_delete(self, d: DeleteRange, index: int) -> DeleteResult:
@@ -372,7 +362,7 @@ class MVCCStore:
         victims = [(prefix, ckey, rec) for prefix, ckey, rec in scan_live(self._cur, key, range_end, 0)]
         prev_kvs = []
         for prefix, ckey, rec in victims:
-            kv = _kv_from(prefix, ckey, rec)
+            kv = kv_from(prefix, ckey, rec)
             self._tombstone(prefix, kv)
             if want_prev:
                 prev_kvs.append(kv)
@@ -456,7 +446,7 @@ class MVCCStore:
         return responses
 
     def _compare(self, c: Compare) -> bool:
-        kvs = [_kv_from(p, k, r) for p, k, r in scan_live(self._cur, c.key, c.range_end, 0)]
+        kvs = [kv_from(p, k, r) for p, k, r in scan_live(self._cur, c.key, c.range_end, 0)]
         if not kvs:
             if c.target == 3:  # VALUE: a missing key has no value to compare, always false
                 return False
@@ -504,64 +494,9 @@ class MVCCStore:
         return CompactResult(self._rev)
 
     def _compact_chunk(self, max_rows: int) -> None:
-        """Remove versions hidden by the pending compaction, walking at most max_rows log rows.
-
-        For each change-log row with main_rev <= target: keep the key's newest version
-        at or before target (drop it too if it is a tombstone older than target) and drop
-        everything older; drop the log row unless it is at target itself (watchers may
-        still start at the compact revision).
-        """
-        target = self._ctodo
-        txn = self._txn
-        logcur = txn.cursor(self._log)
-        kvcur = txn.cursor(self._kv)
-        freed = 0
-        ok = logcur.set_range(self._cpos)
-        rows = 0
-        done = True
-        while ok:
-            lkey = logcur.key()
-            main = struct.unpack_from(">Q", lkey)[0]
-            if main > target:
-                break
-            if rows == max_rows:
-                done = False
-                break
-            rows += 1
-            key = logcur.value()
-            prefix = key_prefix(key)
-            at_target = False
-            kept = kvcur.set_range(prefix + layout.at_suffix(target))
-            while kept:  # versions written at the compact revision itself all stay
-                k = kvcur.key()
-                if not k.startswith(prefix) or layout.main_of(k) != target:
-                    break
-                at_target = True
-                kept = kvcur.next()
-            if kept and not at_target and kvcur.key().startswith(prefix):
-                k = kvcur.key()
-                if kvcur.value():
-                    kvcur.next()  # the newest version before target stays visible
-                else:
-                    freed += len(k)
-                    kvcur.delete()  # a tombstone before target hides nothing any more
-            while kept:
-                k = kvcur.key()
-                if not k.startswith(prefix):
-                    break
-                freed += len(k) + len(kvcur.value())
-                if not kvcur.delete():
-                    break
-            if main < target:
-                freed += len(lkey) + len(key)
-                ok = logcur.delete()
-            else:
-                ok = logcur.next()
+        done, self._cpos, freed = compact_chunk(self._txn, self._kv, self._log, self._ctodo, self._cpos, max_rows)
         if done:
             self._ctodo = 0
-            self._cpos = _log_key(target, 0)
-        else:
-            self._cpos = logcur.key()
         self._data_bytes -= freed
 
     def _apply_lease_grant(self, g: LeaseGrant, index: int) -> LeaseGrantResult:
@@ -588,7 +523,7 @@ class MVCCStore:
         deleted = 0
         for key in keys:  # sorted, so every replica deletes in the same sub-revision order
             for prefix, ckey, rec in list(scan_live(self._cur, key, b"", 0)):
-                self._tombstone(prefix, _kv_from(prefix, ckey, rec, key))
+                self._tombstone(prefix, kv_from(prefix, ckey, rec, key))
                 deleted += 1
         txn.delete(lkey, db=self._lease)
         return LeaseRevokeResult(self._wrev if self._sub else self._rev, deleted)
@@ -649,6 +584,8 @@ class MVCCStore:
         """etcd Range at r.revision (0: now); raises Compacted / FutureRev / EmptyKey."""
         if not r.key:
             raise errors.EmptyKey()
+        if r.sort_order or r.sort_target:
+            validate_command(r)
         with self.env.begin() as txn:
             raw = txn.get(_STATE_KEY, db=self._meta)
             rev, crev = (1, 0) if raw is None else _STATE.unpack(raw)[1:3]
@@ -684,69 +621,7 @@ class MVCCStore:
         return None
 
     def _range(self, cur, r: Range, cur_rev: int, crev: int | None = None) -> RangeResult:
-        if crev is None:
-            crev = self._crev
-        rev = r.revision
-        if rev > cur_rev:
-            raise errors.FutureRev()
-        if rev > 0 and rev < crev:
-            raise errors.Compacted()
-        at = rev if 0 < rev < cur_rev else 0
-        key = r.key
-        if not r.range_end and not (r.min_mod_revision or r.max_mod_revision or r.min_create_revision
-                                    or r.max_create_revision):
-            # Single key: at most one result, so limits, sorting and filters are moot.
-            for prefix, ckey, rec in scan_live(cur, key, b"", at):
-                if r.count_only:
-                    return RangeResult([], False, 1, cur_rev)
-                kv = _kv_from(prefix, ckey, rec, key)
-                if r.keys_only:
-                    kv.value = b""
-                return RangeResult([kv], False, 1, cur_rev)
-            return RangeResult([], False, 0, cur_rev)
-        filtered = bool(r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
-        limit = r.limit if r.limit > 0 else 0
-        # etcd fetches everything when it must sort or filter, else limit+1 to learn `more`.
-        fetch = 0 if (r.sort_order != 0 or filtered) else (limit + 1 if limit else 0)
-        kvs: list[KeyValue] = []
-        count = 0
-        for prefix, ckey, rec in scan_live(cur, key, r.range_end, at):
-            count += 1
-            if r.count_only or (fetch and count > fetch):
-                continue
-            kvs.append(_kv_from(prefix, ckey, rec))
-        if r.count_only:
-            return RangeResult([], False, count, cur_rev)
-        if filtered:
-            lo_m, hi_m, lo_c, hi_c = r.min_mod_revision, r.max_mod_revision, r.min_create_revision, r.max_create_revision
-            kvs = [
-                kv
-                for kv in kvs
-                if not (hi_m and kv.mod_revision > hi_m)
-                and not (lo_m and kv.mod_revision < lo_m)
-                and not (hi_c and kv.create_revision > hi_c)
-                and not (lo_c and kv.create_revision < lo_c)
-            ]
-        order, target = r.sort_order, r.sort_target
-        if target != 0 and order == 0:
-            order = 1  # etcd sorts ascending by a non-key target when no order is given
-        if order:
-            if target == 0:
-                if order == 2:
-                    kvs.reverse()
-            else:
-                attr = {1: "version", 2: "create_revision", 3: "mod_revision", 4: "value"}.get(target)
-                if attr is None:
-                    raise errors.InvalidArgument("etcdserver: invalid sort target")
-                kvs.sort(key=lambda kv: getattr(kv, attr), reverse=(order == 2))
-        more = False
-        if limit and len(kvs) > limit:
-            del kvs[limit:]
-            more = True
-        if r.keys_only:
-            for kv in kvs:
-                kv.value = b""
-        return RangeResult(kvs, more, count, cur_rev)
+        return range_kvs(cur, r, cur_rev, self._crev if crev is None else crev)
 
     def events(
         self,
@@ -764,56 +639,10 @@ class MVCCStore:
         resumes at the last event's mod_revision + 1.  prev_kv is set for every event
         after the compact revision whose key existed before it.
         """
-        start_rev = max(start_rev, 1)
-        out: list[Event] = []
         with self.env.begin() as txn:
             rev, crev = self._read_state(txn)
-            if start_rev < crev:
-                raise errors.Compacted()
-            end = rev if end_rev is None else min(end_rev, rev)
-            if start_rev > end:
-                return out
-            if key and range_end:
-                b = layout.bounds(key, range_end)
-                if b is None:
-                    return out
-                lo = key
-                hi = None if range_end == b"\x00" else range_end
-            logcur = txn.cursor(self._log)
-            kvcur = txn.cursor(self._kv)
-            last_main = 0
-            ok = logcur.set_range(_log_key(start_rev, 0))
-            while ok:
-                lkey, k = logcur.item()
-                main, sub = layout.REV.unpack(lkey)
-                if main > end:
-                    break
-                if main != last_main and len(out) >= limit:
-                    break
-                ok = logcur.next()
-                if key:
-                    if range_end:
-                        if k < lo or (hi is not None and k >= hi):
-                            continue
-                    elif k != key:
-                        continue
-                last_main = main
-                prefix = key_prefix(k)
-                ckey = prefix + _version_suffix(main, sub)
-                if not kvcur.set_key(ckey):
-                    raise AssertionError(f"change-log row {main}/{sub} has no kv row")
-                rec = kvcur.value()
-                prev = None
-                if main > crev:
-                    # etcd's prev_kv is the key at revision main - 1 (skipping any earlier
-                    # change to the same key within the same txn).
-                    for p, pk, prec in scan_live(kvcur, k, b"", main - 1):
-                        prev = _kv_from(p, pk, prec, k)
-                if rec:
-                    out.append(Event(_EVENT_PUT, _kv_from(prefix, ckey, rec, k), prev))
-                else:
-                    out.append(Event(_EVENT_DELETE, KeyValue(k, 0, main, 0, b"", 0), prev))
-        return out
+            return collect_events(txn.cursor(self._log), txn.cursor(self._kv), rev, crev,
+                                  start_rev, end_rev, key, range_end, limit)
 
     def leases(self) -> list[tuple[int, int]]:
         """(lease id, granted ttl) of every lease, by id."""
@@ -856,8 +685,6 @@ class MVCCStore:
         """(hash, revision, compact_revision): a crc32c of the keyspace visible at
         ``revision`` (0: now), identical on every replica that applied the same log,
         however far each has got with physical compaction."""
-        import crc32c
-
         with self.env.begin() as txn:
             rev, crev = self._read_state(txn)
             if revision > rev:
@@ -865,26 +692,7 @@ class MVCCStore:
             if 0 < revision < crev:
                 raise errors.Compacted()
             upto = revision or rev
-            h = 0
-            last_prefix = b""
-            seen_old = False  # already met this key's newest version at or before crev
-            for k, rec in txn.cursor(self._kv):
-                prefix = k[: -layout.SUFFIX_BYTES]
-                if prefix != last_prefix:
-                    last_prefix, seen_old = prefix, False
-                main = layout.main_of(k)
-                if main > upto:
-                    continue
-                if main >= crev:
-                    keep = True
-                else:
-                    keep = not seen_old and bool(rec)
-                    seen_old = True
-                if main <= crev:
-                    seen_old = True
-                if keep:
-                    h = crc32c.crc32c(rec, crc32c.crc32c(k, h))
-            return h, upto, crev
+            return hash_keyspace(txn.cursor(self._kv), upto, crev), upto, crev
 
     def snapshot(self, out: BinaryIO) -> int:
         """Write the whole state machine to ``out``; returns the bytes written."""
@@ -914,6 +722,28 @@ class MVCCStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         env.close()
+        self._swap_in(tmp)
+
+    def defragment(self) -> tuple[int, int]:
+        """Rewrite the LMDB file without free pages; returns (bytes before, bytes after).
+
+        Call it from the applying thread between batches (it closes and reopens the
+        environment).
+        """
+        before = self.db_size()
+        tmp = self.path.rstrip("/") + ".defrag"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            self.env.copy(tmp, compact=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._swap_in(tmp)
+        return before, self.db_size()
+
+    def _swap_in(self, tmp: str) -> None:
+        """Replace the store directory by ``tmp`` (a complete LMDB env) and reopen."""
         self.env.close()
         old = self.path.rstrip("/") + ".old"
         shutil.rmtree(old, ignore_errors=True)

@@ -275,7 +275,9 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS_DEFAULT) -> No
     t = type(cmd)
     if t is Put:
         _check_put(cmd)
-    elif t is Range or t is DeleteRange:
+    elif t is Range:
+        _check_range(cmd)
+    elif t is DeleteRange:
         if not cmd.key:
             raise errors.EmptyKey()
     elif t is Txn:
@@ -285,6 +287,20 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS_DEFAULT) -> No
     elif t is LeaseGrant:
         if cmd.ttl > MAX_LEASE_TTL_S:
             raise errors.LeaseTTLTooLarge()
+
+
+def _check_range(r: Range) -> None:
+    if not r.key:
+        raise errors.EmptyKey()
+    if not (0 <= r.sort_order <= 2 and 0 <= r.sort_target <= 4):
+        raise errors.InvalidArgument("etcdserver: invalid sort option")
+
+
+def _check_compare(c: Compare) -> None:
+    if not c.key:
+        raise errors.EmptyKey()
+    if not (0 <= c.result <= 3 and 0 <= c.target <= 4):
+        raise errors.InvalidArgument("etcdserver: invalid compare")
 
 
 def _check_put(p: Put) -> None:
@@ -301,8 +317,7 @@ def _check_txn(t: Txn, max_txn_ops: int) -> None:
     if opc > max_txn_ops:
         raise errors.TooManyOps()
     for c in t.compare:
-        if not c.key:
-            raise errors.EmptyKey()
+        _check_compare(c)
     for branch in (t.success, t.failure):
         for op in branch:
             ot = type(op)
@@ -310,8 +325,13 @@ def _check_txn(t: Txn, max_txn_ops: int) -> None:
                 _check_put(op)
             elif ot is Txn:
                 _check_txn(op, max_txn_ops - opc)
-            elif not op.key:
-                raise errors.EmptyKey()
+            elif ot is Range:
+                _check_range(op)
+            elif ot is DeleteRange:
+                if not op.key:
+                    raise errors.EmptyKey()
+            else:
+                raise errors.InvalidArgument(f"etcdserver: {ot.__name__} is not allowed in a txn")
 
 
 def _del_interval(d: DeleteRange) -> tuple[bytes, bytes | None]:
