@@ -252,3 +252,33 @@ def test_gap_in_appends_is_a_bug():
     s.save(None, _ents(1, 5, 1))
     with pytest.raises(AssertionError, match="missing log entry"):
         s.save(None, _ents(7, 9, 1))
+
+
+
+def test_reads_proceed_while_another_thread_is_inside_fsync():
+    import threading
+
+    d = FaultyDisk()
+    s = DiskRaftStorage.open(d, "/n", cache_bytes_max=500)
+    s.save(HardState(1, 1, 0), _ents(1, 100, 1))
+    s.sync()
+    s.save(None, _ents(100, 110, 1))
+    in_fsync, release = threading.Event(), threading.Event()
+
+    def slow_sync(path: str) -> bool:
+        in_fsync.set()
+        assert release.wait(10), "test did not release the fsync"
+        return False
+
+    d.fail_syncs(slow_sync)
+    t = threading.Thread(target=s.sync)
+    t.start()
+    try:
+        assert in_fsync.wait(10)
+        # The fsync is in progress on the other thread; the Raft core can still read.
+        assert s.term(105) == 1 and s.last_index() == 109
+        assert s.entries(1, 110) == _ents(1, 110, 1)  # old ones come from disk
+    finally:
+        release.set()
+        t.join(10)
+    assert s.durable_lsn == s._wal.appended_lsn

@@ -19,13 +19,16 @@ Recovery (``open``): newest snapshot file, then every WAL record in order; a lat
 ENTRIES record at a lower index replaces the suffix from that index (Raft truncating
 a conflicting suffix), exactly as ``save`` did before the crash.
 
-Threading: one owner calls save/create_snapshot/compact and the reads; ``sync`` may
-run on another thread at the same time (the WAL is thread-safe).
+Threading: every public method holds one re-entrant lock, except ``sync``, which
+only waits for the (thread-safe) WAL: the driver may fsync on a worker thread while
+the event loop keeps reading terms and entries.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import threading
 from array import array
 from typing import Any
 
@@ -48,10 +51,19 @@ ENTRY_CACHE_BYTES_MAX = 32 << 20
 ENTRIES_RECORD_BYTES_MAX = 4 << 20
 
 
+def _locked(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._mu:
+            return fn(self, *args, **kwargs)
+    return wrapper
+
+
 class DiskRaftStorage:
     """Raft Storage on a WAL and snapshot files (see the module docstring)."""
 
     def __init__(self, disk: Disk, dir: str, snaps: SnapshotStore, cache_bytes_max: int) -> None:
+        self._mu = threading.RLock()
         self._disk = disk
         self.dir = dir
         self._snaps = snaps
@@ -138,10 +150,12 @@ class DiskRaftStorage:
             raise ValueError(f"unknown record type {rtype}")
 
     # --- the Raft Storage interface --------------------------------------------------
+    @_locked
     def initial_state(self) -> tuple[HardState, ConfState]:
         hs = self._hard_state
         return HardState(hs.term, hs.vote, hs.commit), self._snap.metadata.conf_state
 
+    @_locked
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         if lo <= self._dummy_index:
             raise Compacted(f"index {lo} is compacted (first is {self._dummy_index + 1})")
@@ -157,6 +171,7 @@ class DiskRaftStorage:
             out = limit_size(out, max_size)
         return out
 
+    @_locked
     def term(self, index: int) -> int:
         if index < self._dummy_index:
             raise Compacted(f"index {index} is compacted")
@@ -166,20 +181,25 @@ class DiskRaftStorage:
             return self._dummy_term
         return self._terms[index - self._dummy_index - 1]
 
+    @_locked
     def first_index(self) -> int:
         return self._dummy_index + 1
 
+    @_locked
     def last_index(self) -> int:
         return self._dummy_index + len(self._terms)
 
+    @_locked
     def snapshot(self) -> Snapshot:
         return self._snap
 
     # --- writes ----------------------------------------------------------------------
+    @_locked
     def hard_state(self) -> HardState:
         hs = self._hard_state
         return HardState(hs.term, hs.vote, hs.commit)
 
+    @_locked
     def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> int:
         """Buffer a Ready's snapshot, entries and hard state; returns the WAL lsn to sync.
 
@@ -239,6 +259,7 @@ class DiskRaftStorage:
         assert self._wal is not None, "storage is closed"
         return self._wal.durable_lsn
 
+    @_locked
     def create_snapshot(self, index: int, conf_state: ConfState | None, data: bytes) -> Snapshot:
         """Durably record a snapshot of the applied state at ``index``; release old files.
 
@@ -259,6 +280,7 @@ class DiskRaftStorage:
         self._release_segments()
         return snap
 
+    @_locked
     def compact(self, index: int) -> None:
         """Discard entries before ``index``; ``index`` itself becomes the dummy entry."""
         if index <= self._dummy_index:
@@ -279,6 +301,7 @@ class DiskRaftStorage:
             self._cache_first = index + 1
         self._release_segments()
 
+    @_locked
     def close(self) -> None:
         """Make everything saved durable and close the files. Idempotent."""
         wal, self._wal = self._wal, None
@@ -289,6 +312,7 @@ class DiskRaftStorage:
             finally:
                 wal.close()
 
+    @_locked
     def statistics(self) -> dict[str, Any]:
         wal = self._wal
         return {
