@@ -290,8 +290,12 @@ def main(argv: list[str] | None = None, disk: Disk | None = None) -> int:
     if not args.truncate_at_corruption:
         print("nothing changed; rerun with --truncate-at-corruption to cut the log there")
         return 1
-    for line in truncate_at_corruption(disk, rep):
-        print(line)
+    try:
+        for line in truncate_at_corruption(disk, rep):
+            print(line)
+    except OSError as exc:
+        print(f"error: the repair stopped half-way, nothing was deleted: {exc}", file=sys.stderr)
+        return 2
     from .raft_storage import DiskRaftStorage
 
     try:
