@@ -29,6 +29,12 @@ class Config:
     """Everything a RawNode needs to know about itself.
 
     ``rng`` must have ``randrange(n)``; the caller seeds it, so a run is reproducible.
+    ``lease_drift_ticks``: with LEASE_BASED reads the leader trusts its lease for
+    ``election_tick - lease_drift_ticks`` of its ticks after a quorum acknowledged a
+    heartbeat. Assumption: no follower's clock gains more than ``lease_drift_ticks``
+    ticks on the leader's within that window (>= 1 also covers tick phase), and the
+    runtime delivers every tick real time owes, including catch-up after a pause,
+    before serving a lease read. See geokv.raft.raft for the argument.
     ``randomized_election_ticks`` = (lo, hi) overrides the default election-timeout
     range [election_tick, 2*election_tick); lo must be >= election_tick so a node
     never campaigns while it would still refuse votes to others (lease safety).
