@@ -16,7 +16,7 @@ them at apply time so a bad command in the log can never corrupt state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Union
 
@@ -419,6 +419,11 @@ _FLAT = {
 }
 _FLAT_BY_TAG = {tag: cls for cls, tag in _FLAT.items()}
 _FIELDS = {cls: cls.__slots__ for cls in _FLAT}
+_SIMPLE_TYPES = {"bytes": bytes, "int": int, "bool": bool, "dict": dict}
+# For decoding: the expected Python type of each field of the flat classes.
+_FIELD_TYPES = {
+    cls: tuple(_SIMPLE_TYPES.get(f.type, object) for f in fields(cls)) for cls in _FLAT
+}
 
 
 def _kv_obj(kv: KeyValue | None):
@@ -461,7 +466,14 @@ def _from_obj(o):
     tag = o[0]
     cls = _FLAT_BY_TAG.get(tag)
     if cls is not None:
-        return cls(*o[1:])
+        args = o[1:]
+        types = _FIELD_TYPES[cls]
+        if len(args) != len(types):
+            raise ValueError(f"{cls.__name__} needs {len(types)} fields, got {len(args)}")
+        for a, t in zip(args, types):
+            if not isinstance(a, t):
+                raise ValueError(f"{cls.__name__}: {type(a).__name__} where {t.__name__} belongs")
+        return cls(*args)
     if tag == _T_TXN:
         return Txn([_from_obj(c) for c in o[1]], [_from_obj(x) for x in o[2]], [_from_obj(x) for x in o[3]])
     if tag == _T_KV:
