@@ -213,6 +213,14 @@ def test_transfer_request_on_follower_is_forwarded():
     assert net.leader() == 3
 
 
+def test_transfer_request_for_another_node_keeps_the_transferee_when_forwarded():
+    net = Network([1, 2, 3])
+    net.campaign(1)
+    net[2].rn.transfer_leader(3)  # asked on follower 2, target 3
+    net.stabilize()
+    assert net.leader() == 3
+
+
 def test_proposal_during_transfer_is_dropped_with_reason():
     net = Network([1, 2, 3])
     net.campaign(1)

@@ -512,6 +512,13 @@ class Raft:
         if t == MT.READ_INDEX:
             self.on_read_index(m)
             return
+        if t == MT.TRANSFER_LEADER:
+            # ``index`` names the transferee (a forwarding follower is ``frm``).
+            transferee = m.index or m.frm
+            pr = self.trk.progress.get(transferee)
+            if pr is not None:
+                self.on_transfer_leader(transferee, pr)
+            return
 
         pr = self.trk.progress.get(m.frm)
         if pr is None:
@@ -531,8 +538,6 @@ class Raft:
         elif t == MT.UNREACHABLE:
             if pr.state == _REPLICATE:
                 pr.become_probe()
-        elif t == MT.TRANSFER_LEADER:
-            self.on_transfer_leader(m, pr)
 
     def on_prop(self, m: Message) -> None:
         assert m.entries, "proposal without entries"
@@ -707,10 +712,9 @@ class Raft:
         for rs in self.read_only.advance(m.context):
             self.respond_read_index(rs.req, rs.index)
 
-    def on_transfer_leader(self, m: Message, pr: Progress) -> None:
+    def on_transfer_leader(self, transferee: int, pr: Progress) -> None:
         if pr.is_learner:
             return  # a learner can never lead
-        transferee = m.frm
         if self.lead_transferee:
             if self.lead_transferee == transferee:
                 return
@@ -786,8 +790,7 @@ class Raft:
         elif t == MT.TRANSFER_LEADER:
             if self.lead == 0:
                 return  # no leader to forward to
-            m.to = self.lead
-            self.send(m)
+            self.send(Message(MT.TRANSFER_LEADER, self.lead, 0, index=m.index or m.frm))
         elif t == MT.TIMEOUT_NOW:
             # Leadership transfer: skip PreVote and campaign at once.
             self.hup(CAMPAIGN_TRANSFER)

@@ -105,7 +105,7 @@ class RawNode:
 
     def transfer_leader(self, node_id: int) -> None:
         r = self.raft
-        r.step(Message(MT.TRANSFER_LEADER, r.id, node_id))
+        r.step(Message(MT.TRANSFER_LEADER, r.id, node_id, index=node_id))
 
     def report_unreachable(self, node_id: int) -> None:
         r = self.raft
