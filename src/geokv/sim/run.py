@@ -87,6 +87,7 @@ class Simulation:
         self.crashes = 0
         self.snapshots_installed = 0
         self.next_node_id = cfg.n_voters + 1
+        self.client_node: dict[int, int] = {}          # client -> the server it talks to
 
         voters = tuple(range(1, cfg.n_voters + 1))
         for nid in voters:
@@ -106,7 +107,11 @@ class Simulation:
     def _add_node(self, nid: int, initial_voters: tuple[int, ...]) -> SimNode:
         cfg = self.cfg
         rng = self.rng_nodes
-        drift = rng.uniform(-cfg.drift_max, cfg.drift_max) if cfg.drift_max else 0.0
+        drift = 0.0
+        if cfg.drift_max:
+            # Half the nodes sit at the edge of the drift bound: that is where leases break.
+            drift = (rng.choice((-cfg.drift_max, cfg.drift_max)) if rng.random() < 0.5
+                     else rng.uniform(-cfg.drift_max, cfg.drift_max))
         node = SimNode(self, nid, rng.choice(cfg.regions), initial_voters,
                        tick_ms=cfg.tick_ms * (1.0 + drift),
                        fsync_ms=rng.uniform(0.1, cfg.fsync_ms_max),
@@ -159,20 +164,26 @@ class Simulation:
         for c in range(1, self.cfg.clients + 1):
             self.sched.after(self.rng_client.uniform(0, 200), self._client_next, c)
 
-    def _pick_node(self) -> SimNode | None:
+    def _pick_node(self, client: int) -> SimNode | None:
+        """Clients stick to one server (as real clients keep a connection) and switch
+        after a failure, or now and then; a new pick is the leader half of the time."""
         rng = self.rng_client
-        if rng.random() < 0.5:
-            leader = self.leader()
-            if leader is not None:
-                return leader
-        candidates = [n for n in self.nodes.values() if n.status != STOPPED]
-        return rng.choice(candidates) if candidates else None
+        sticky = self.nodes.get(self.client_node.get(client, 0))
+        if sticky is not None and sticky.status != STOPPED and rng.random() < 0.9:
+            return sticky
+        node = self.leader() if rng.random() < 0.5 else None
+        if node is None:
+            candidates = [n for n in self.nodes.values() if n.status != STOPPED]
+            node = rng.choice(candidates) if candidates else None
+        if node is not None:
+            self.client_node[client] = node.id
+        return node
 
     def _client_next(self, client: int) -> None:
         if self.phase != "safety" or len(self.history) >= CLIENT_OPS_MAX:
             return
         rng = self.rng_client
-        node = self._pick_node()
+        node = self._pick_node(client)
         if node is None:
             return
         key = f"k{rng.randrange(self.cfg.keys)}"
@@ -199,6 +210,7 @@ class Simulation:
         cop.op.call = self.sched.next_seq()
         if not node.submit(cop):
             cop.done = True  # connection refused: the request never left the client
+            self.client_node.pop(cop.client, None)
             self._client_idle(cop)
             return
         self.history.append(cop)
@@ -233,6 +245,7 @@ class Simulation:
     def client_write_unknown(self, cop: ClientOp) -> None:
         if cop.done:
             return
+        self.client_node.pop(cop.client, None)
         cop.done = True
         cop.op.ret = None  # may or may not take effect
         self._client_idle(cop)
@@ -241,6 +254,7 @@ class Simulation:
         """Definitely not applied (refused before entering any log)."""
         if cop.done:
             return
+        self.client_node.pop(cop.client, None)
         cop.done = True
         cop.op.ret = -1
         self._client_idle(cop)
@@ -256,6 +270,7 @@ class Simulation:
     def client_read_failed(self, cop: ClientOp) -> None:
         if cop.done:
             return
+        self.client_node.pop(cop.client, None)
         cop.done = True
         cop.op.ret = -1
         self._client_idle(cop)
