@@ -269,20 +269,26 @@ def fmt(v) -> str:
 
 def print_table(results: list[SystemResult], topo: Topology, leader_id: int, regions: list[str]) -> None:
     print()
-    print(f"{'system':8s} {'region':10s} {'op':22s} {'p50 ms':>9s} {'p99 ms':>9s} {'floor ms':>9s} {'n':>4s} {'err':>4s}")
+    print(f"{'system':8s} {'region':10s} {'op':18s} {'p50 ms':>8s} {'p99 ms':>8s} {'floor ms':>9s} {'etcd p50':>9s} {'n':>4s} {'err':>4s}")
     floors = {r: row for r, row in ((row['region'], row) for row in topo.floors_table(leader_id))}
     floor_of = {
         "put": "put_floor_ms", "get_linearizable": "linearizable_floor_ms", "get_lease": "lease_floor_ms",
         "get_serializable": "serializable_floor_ms", "get_bounded": "serializable_floor_ms",
     }
+    order = ["put", "get_linearizable", "get_lease", "get_serializable", "get_bounded"]
+    etcd = next((r for r in results if r.name == "etcd"), None)
     for res in results:
         if res.error and not res.latency:
             print(f"{res.name:8s} FAILED: {res.error}")
             continue
         for r in regions:
-            for op, st in res.latency.get(r, {}).items():
+            ops = res.latency.get(r, {})
+            for op in sorted(ops, key=lambda o: order.index(o) if o in order else len(order)):
+                st = ops[op]
                 floor = floors[r][floor_of[op]]
-                print(f"{res.name:8s} {r:10s} {op:22s} {fmt(st['p50_ms']):>9s} {fmt(st['p99_ms']):>9s} {floor:9.1f} {st['n']:4d} {st['errors']:4d}")
+                ref = etcd.latency.get(r, {}).get(op, {}).get("p50_ms") if etcd is not None and res is not etcd else None
+                print(f"{res.name:8s} {r:10s} {op:18s} {fmt(st['p50_ms']):>8s} {fmt(st['p99_ms']):>8s} {floor:9.1f} "
+                      f"{fmt(ref):>9s} {st['n']:4d} {st['errors']:4d}")
     print()
     for r in regions:
         print(f"leaderless floor (RTT to nearest majority) from {r}: {topo.leaderless_floor_ms(r):.0f} ms")
