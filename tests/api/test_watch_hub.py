@@ -158,3 +158,27 @@ def test_close_ends_iteration_and_unregisters(drv):
         assert drv.hub.statistics()["watchers"] == 0
 
     asyncio.run(main())
+
+
+def test_single_key_watchers_only_see_their_key_and_progress_is_safe(drv):
+    async def main():
+        ws = {k: drv.hub.subscribe(b"key%03d" % k) for k in range(50)}
+        rng = drv.hub.subscribe(b"key010", b"key012")
+        drv.apply(kvt.Put(b"key010", b"a"), kvt.Put(b"key011", b"b"), kvt.Put(b"other", b"c"))
+        rev = drv.store.revision
+        assert [k for _, k, _ in await drain(ws[10])] == [b"key010"]
+        assert [k for _, k, _ in await drain(ws[11])] == [b"key011"]
+        assert await drain(ws[12]) == []
+        assert [k for _, k, _ in await drain(rng)] == [b"key010", b"key011"]
+        # Nothing pending anywhere: progress may claim the last published revision.
+        assert ws[12].progress_revision() == rev and ws[10].progress_revision() == rev
+        drv.apply(kvt.Put(b"key012", b"d"))
+        assert ws[12].progress_revision() < drv.store.revision  # its event is still queued
+        assert [k for _, k, _ in await drain(ws[12])] == [b"key012"]
+        assert ws[12].progress_revision() == drv.store.revision
+        for w in ws.values():
+            w.close()
+        rng.close()
+        assert drv.hub.statistics()["watchers"] == 0 and not drv.hub._by_key and not drv.hub._ranged
+
+    asyncio.run(main())

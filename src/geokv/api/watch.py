@@ -116,7 +116,7 @@ class _WatchStream:
         # Only promise what every watcher of this stream has already been sent.
         rev = self.hub.store.revision
         for sub in self.subs.values():
-            rev = min(rev, sub.watcher.next_rev - 1)
+            rev = min(rev, sub.watcher.progress_revision())
         await self.out.put(rpc_pb2.WatchResponse(header=self._header(rev), watch_id=PROGRESS_WATCH_ID))
 
     def _stop(self, sub: _Sub) -> None:
@@ -135,7 +135,7 @@ class _WatchStream:
                     if w.closed:
                         return
                     if w.synced:
-                        await self.out.put(rpc_pb2.WatchResponse(header=self._header(w.next_rev - 1),
+                        await self.out.put(rpc_pb2.WatchResponse(header=self._header(w.progress_revision()),
                                                                  watch_id=sub.watch_id))
                     continue
                 events, revision = batch

@@ -17,6 +17,7 @@ batches drop events below it, which makes a catch-up racing a publish harmless.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections import deque
 from typing import Any, Iterable
 
@@ -91,18 +92,20 @@ class Watcher:
             self._wakeup.set()
             return
         matched = self._filter(events)
-        if not matched:
-            if not self._queue:
-                # Nothing pending and nothing new for us: everything up to here is seen.
-                self.next_rev = max(self.next_rev, revision + 1)
-            return
-        self._queue.append((matched, revision))
-        self._wakeup.set()
+        if matched:
+            self._queue.append((matched, revision))
+            self._wakeup.set()
 
     # --- consumer side ----------------------------------------------------------------
     @property
     def synced(self) -> bool:
         return self._synced
+
+    def progress_revision(self) -> int:
+        """A revision R such that every matching event <= R has been handed out."""
+        if self._synced and not self._queue:
+            return max(self.next_rev - 1, self.hub.revision)
+        return self.next_rev - 1
 
     def close(self) -> None:
         if not self._closed:
@@ -173,11 +176,19 @@ class Watcher:
 
 
 class WatchHub:
-    """Registry of watchers over one MVCC store."""
+    """Registry of watchers over one MVCC store.
+
+    Single-key watchers are indexed by key and a batch is sorted by key once, so a
+    published batch costs one dict lookup per event plus two bisections per range
+    watcher, not a scan of every (watcher, event) pair.
+    """
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.revision = store.revision  # the last published revision
         self._watchers: set[Watcher] = set()
+        self._by_key: dict[bytes, set[Watcher]] = {}
+        self._ranged: set[Watcher] = set()
         self._published_batches_total = 0
         self._slow_watchers_total = 0
 
@@ -191,16 +202,58 @@ class WatchHub:
         # In the past: catch up from the store first. Otherwise join the live feed.
         w._synced = w.next_rev > current
         self._watchers.add(w)
+        if range_end:
+            self._ranged.add(w)
+        else:
+            self._by_key.setdefault(key, set()).add(w)
         return w
 
     def publish(self, events: list[Any], revision: int) -> None:
-        """Hand an applied batch to every watcher. Never blocks, never raises."""
+        """Hand an applied batch to the watchers it concerns. Never blocks."""
         self._published_batches_total += 1
-        for w in self._watchers:
-            w._offer(events, revision)
+        if revision > self.revision:
+            self.revision = revision
+        if not events or not self._watchers:
+            return
+        hits: dict[Watcher, list[Any]] = {}
+        by_key = self._by_key
+        if by_key:
+            for ev in events:
+                ws = by_key.get(ev.kv.key)
+                if ws:
+                    for w in ws:
+                        lst = hits.get(w)
+                        if lst is None:
+                            hits[w] = [ev]
+                        else:
+                            lst.append(ev)
+        if self._ranged:
+            # Sort the batch by key once; each range watcher then takes its slice with
+            # two bisections and restores revision order by event position.
+            order = sorted(range(len(events)), key=lambda i: events[i].kv.key)
+            skeys = [events[i].kv.key for i in order]
+            n = len(skeys)
+            for w in self._ranged:
+                if not w._synced:
+                    continue
+                lo = bisect_left(skeys, w.key)
+                hi = n if w._all_keys else bisect_left(skeys, w.range_end)
+                if lo < hi:
+                    w._offer([events[i] for i in sorted(order[lo:hi])], revision)
+        for w, evs in hits.items():
+            w._offer(evs, revision)
 
     def _remove(self, w: Watcher) -> None:
-        self._watchers.discard(w)
+        if w in self._watchers:
+            self._watchers.discard(w)
+            if w.range_end:
+                self._ranged.discard(w)
+            else:
+                ws = self._by_key.get(w.key)
+                if ws is not None:
+                    ws.discard(w)
+                    if not ws:
+                        del self._by_key[w.key]
 
     def statistics(self) -> dict[str, int]:
         return {
