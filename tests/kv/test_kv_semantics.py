@@ -331,6 +331,7 @@ def test_defragment_keeps_the_contents(kv):
         kv.ok(Put(b"k%d" % (i % 10), b"v" * 2000))
     kv.ok(Compact(kv.store.revision, physical=True))
     h = kv.store.hash_kv()
+    assert kv.store.db_size_in_use() < kv.store.db_size()
     before, after = kv.store.defragment()
     assert after < before
     assert kv.store.hash_kv() == h

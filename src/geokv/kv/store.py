@@ -1,29 +1,38 @@
 """MVCCStore: etcd's MVCC keyspace, leases and membership table on LMDB.
 
-Durability rule.  LMDB runs with ``sync=False, metasync=False``: a commit reaches the OS
-page cache but is not fsynced.  The Raft WAL is the durable record, and the applied Raft
+Durability rule: after a crash LMDB may lose its last transactions but is never a mix
+of two indexes; the runtime replays the WAL from ``applied_index + 1``.
+
+In detail.  LMDB runs with ``sync=False, metasync=False``: a commit reaches the OS page
+cache but is not fsynced.  The Raft WAL is the durable record, and the applied Raft
 index is written in the same LMDB transaction as the data it produced, so LMDB's state
-is always "everything up to ``applied_index``", never a mix.  Hence:
+is always "everything up to ``applied_index``":
 
 * after a process crash (kill -9) nothing committed is lost: the page cache survives;
-* after an OS crash or power loss LMDB may lose its last transactions (it comes back at
-  an older ``applied_index`` with exactly the data of that index) and the runtime
-  replays the WAL from ``applied_index + 1``; ``apply_batch`` skips indexes it already
-  has, so replaying is idempotent.  LMDB only guarantees an intact file after an OS
-  crash without fsync if the filesystem keeps write order, so the store records the
-  boot id while open; ``unclean_reboot`` is True when it was last opened during another
-  boot and never closed, and the runtime must then rebuild it from its latest Raft
-  snapshot (``restore``) plus the WAL instead of trusting the file;
-* ``sync()`` forces everything committed so far to disk.  The runtime must call it before
-  compacting the WAL: the WAL may only be truncated up to an index whose LMDB state is
-  durable (``sync()`` then ``applied_index``).
+* after an OS crash or power loss LMDB may come back at an older ``applied_index``,
+  with exactly the data of that index, and the runtime replays the WAL from
+  ``applied_index + 1``; ``apply_batch`` skips indexes it already has, so replaying
+  more than needed is harmless;
+* LMDB only promises an intact (uncorrupted) file after an OS crash without fsync on
+  filesystems that keep write order, so the store records the boot id while it is
+  open: ``unclean_reboot`` is True when the store was last opened during another boot
+  and never closed, and the runtime must then rebuild it from its latest Raft snapshot
+  (``restore``) plus the WAL instead of trusting the file;
+* ``sync()`` makes everything committed so far durable.  The WAL may only be compacted
+  up to an index whose LMDB state is durable: read ``applied_index``, call ``sync()``,
+  and compact the WAL up to that index at most.
 
 Determinism.  Every replica applies the same commands in the same order with the same
 results, byte-identical database contents included: compaction is done in bounded
-chunks, one chunk of at most ``COMPACT_CHUNK_LOG_ROWS`` change-log rows after each
+chunks, one chunk of at most ``compact_chunk_log_rows`` change-log rows after each
 applied command (so it never holds the write path for long and its progress depends
 only on the log), and the space quota is checked against a logical byte count kept in
 the same transaction, not against the file size.
+
+Limits.  Keys are at most ``types.MAX_KEY_BYTES`` (480) bytes, NUL bytes counting
+double (LMDB's key size limit); longer keys get InvalidArgument.  A Put, a Txn with
+puts or a LeaseGrant gets NoSpace when ``data_bytes`` plus its size would pass
+``quota_bytes``; deletes and compaction always work, so space can be freed.
 
 Threads.  One thread applies; reads may come from any thread (each read opens its own
 LMDB read transaction and sees a committed snapshot).
@@ -240,6 +249,14 @@ class MVCCStore:
     def db_size(self) -> int:
         """Bytes of the LMDB file in use (pages up to the highest allocated one)."""
         return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+
+    def db_size_in_use(self) -> int:
+        """Bytes of the pages that hold data (the rest of db_size() is free pages)."""
+        with self.env.begin() as txn:
+            stats = [txn.stat(db) for db in self._dbs.values()]
+        stats.append(self.env.stat())  # the main database, which names the others
+        pages = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"] for st in stats)
+        return (pages + 2) * stats[-1]["psize"]  # + the two LMDB meta pages
 
     # --- apply ------------------------------------------------------------------------
 
