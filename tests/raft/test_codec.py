@@ -32,7 +32,7 @@ messages = st.builds(Message, st.sampled_from(list(MessageType)), u64, u64, u64,
                      entries, u64, snaps, st.booleans(), u64, st.binary(max_size=20))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(messages)
 def test_roundtrip_through_msgpack(m):
     wire = msgpack.packb(encode_message(m), use_bin_type=True)
@@ -44,7 +44,7 @@ def test_heartbeat_is_compact():
     assert len(msgpack.packb(encode_message(m))) <= 12
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers(-5, 1 << 65) | st.binary(max_size=8)
                     | st.text(max_size=4) | st.floats(allow_nan=False),
                     lambda c: st.lists(c, max_size=13) | st.dictionaries(st.text(max_size=2), c, max_size=2),
@@ -56,7 +56,7 @@ def test_garbage_raises_value_error_only(obj):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(messages, st.data())
 def test_mutated_valid_message_raises_value_error_only(m, data):
     enc = encode_message(m)

@@ -41,26 +41,26 @@ def brute_vote(voters, votes):
     return VoteResult.LOST
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ids, st.dictionaries(st.integers(1, 7), st.integers(0, 20)))
 def test_majority_committed_index_is_largest_index_a_quorum_has(voters, match):
     assert majority_committed_index(voters, match) == brute_committed(voters, match)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ids, ids, st.dictionaries(st.integers(1, 7), st.integers(0, 20)))
 def test_joint_committed_index_is_min_of_halves(a, b, match):
     assert joint_committed_index(a, b, match) == min(brute_committed(a, match),
                                                      brute_committed(b, match))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ids, st.dictionaries(st.integers(1, 7), st.booleans()))
 def test_majority_vote_result(voters, votes):
     assert majority_vote_result(voters, votes) == brute_vote(voters, votes)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(ids, ids, st.dictionaries(st.integers(1, 7), st.booleans()))
 def test_joint_vote_needs_both_halves(a, b, votes):
     r1, r2 = brute_vote(a, votes), brute_vote(b, votes)

@@ -273,3 +273,18 @@ def test_transfer_to_learner_is_ignored():
     net.stabilize()
     assert net.leader() == 1
     assert net[1].rn.status().lead_transferee == 0
+
+
+def test_lease_is_revoked_for_the_term_once_timeout_now_was_sent():
+    """A delayed TIMEOUT_NOW can start a forced election after the transfer was
+    aborted; the old leader must not serve lease reads for the rest of its term."""
+    net = _lease_cluster(drift=1)
+    lead = net.leader()
+    other = next(i for i in net.nodes if i != lead)
+    net.drop_types.add(MessageType.TIMEOUT_NOW)  # the message is "delayed" forever
+    net[lead].rn.transfer_leader(other)
+    net.stabilize()
+    net.tick(net[lead].cfg.election_tick)  # the transfer aborts
+    assert net[lead].rn.role == StateRole.LEADER
+    assert net[lead].rn.status().lead_transferee == 0
+    assert not net[lead].rn.status().lease_valid

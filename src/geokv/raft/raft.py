@@ -101,6 +101,7 @@ class Raft:
         self.randomized_election_timeout = 0
         self.rng = c.rng
         self.bcast_pending = False
+        self.lease_revoked = False
         self.dropped_forwarded = 0  # proposals from peers dropped here (they time out there)
         # With lease reads, a (re)started node refuses votes for one election timeout.
         self.vote_embargo_ticks = (
@@ -143,7 +144,7 @@ class Raft:
 
     def lease_valid(self) -> bool:
         """May the leader answer a read from local state without a heartbeat round?"""
-        if (self.state != StateRole.LEADER or self.lead_transferee
+        if (self.state != StateRole.LEADER or self.lead_transferee or self.lease_revoked
                 or self.config.read_only_option != ReadOnlyOption.LEASE_BASED):
             return False  # LEASE_BASED implies check_quorum (Config.validate)
         start = self.trk.quorum_tick(self.id, self.ticks)
@@ -256,6 +257,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.reset_randomized_election_timeout()
         self.lead_transferee = 0
+        self.lease_revoked = False
         self.trk.reset_votes()
         last = self.raft_log.last_index()
         persisted = self.persisted_last_index()
@@ -691,7 +693,7 @@ class Raft:
         while self.maybe_send_append(m.frm, False):
             pass
         if m.frm == self.lead_transferee and pr.match == self.raft_log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, m.frm, 0))
+            self.send_timeout_now(m.frm)
 
     def on_heartbeat_resp(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
@@ -725,9 +727,16 @@ class Raft:
         self.election_elapsed = 0
         self.lead_transferee = transferee
         if pr.match == self.raft_log.last_index():
-            self.send(Message(MT.TIMEOUT_NOW, transferee, 0))
+            self.send_timeout_now(transferee)
         else:
             self.send_append(transferee)
+
+    def send_timeout_now(self, to: int) -> None:
+        # The transferee will campaign past every follower's stickiness, possibly
+        # long after the transfer is aborted (a delayed message): this leader may never
+        # trust its lease again in this term.
+        self.lease_revoked = True
+        self.send(Message(MT.TIMEOUT_NOW, to, 0))
 
     def abort_leader_transfer(self) -> None:
         self.lead_transferee = 0
