@@ -141,6 +141,8 @@ class WAL:
         self._appended_lsn = 0
         self._durable_lsn = 0
         self._syncing = False
+        self._waiters = 0  # threads waiting in sync() for another thread's fsync
+        self._waiters_last_round = 0
         self._failed: BaseException | None = None
         self._closed = False
         self._readers: OrderedDict[int, DiskFile] = OrderedDict()
@@ -334,13 +336,27 @@ class WAL:
         with self._mu:
             target = self._appended_lsn if lsn is None else min(lsn, self._appended_lsn)
             deadline = time.monotonic() + SYNC_WAIT_S_MAX
+            yielded = False
             while self._durable_lsn < target:
                 self._check_usable()
                 if self._syncing:
                     if time.monotonic() > deadline:
                         raise self._fail(TimeoutError(f"fsync did not finish within {SYNC_WAIT_S_MAX} s"))
-                    self._cond.wait(SYNC_WAIT_POLL_S)
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(SYNC_WAIT_POLL_S)
+                    finally:
+                        self._waiters -= 1
                     continue
+                if self._waiters_last_round > 1 and not yielded:
+                    # Other threads waited on the last fsync and are waking now: let them
+                    # append before this fsync starts, so that it covers their records too.
+                    yielded = True
+                    self._mu.release()
+                    time.sleep(0)
+                    self._mu.acquire()
+                    continue  # someone else may have synced meanwhile
+                self._waiters_last_round = self._waiters
                 self._flush_locked()
                 upto = self._appended_lsn
                 f = self._file
