@@ -25,6 +25,9 @@ def _same_reads(disk_st: DiskRaftStorage, mem: MemoryStorage) -> None:
     assert disk_st.snapshot().metadata == mem.snapshot().metadata
     lo, hi = mem.first_index(), mem.last_index() + 1
     assert disk_st.entries(lo, hi) == mem.entries(lo, hi)
+    for max_size in (1, 100, 1000):
+        for a in range(lo, hi, 7):
+            assert disk_st.entries(a, hi, max_size) == mem.entries(a, hi, max_size)
     for i in range(lo - 1, hi):
         assert disk_st.term(i) == mem.term(i)
     for bad in (lo - 2, hi):
