@@ -250,3 +250,23 @@ def test_election_service_campaign_proclaim_observe_resign(chans):
         t.join(STREAM_WAIT_S)
         for lid in (l1, l2):
             lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lid), timeout=RPC_TIMEOUT_S)
+
+
+def test_read_only_txn_is_served_without_a_new_raft_entry(cluster, chans):
+    put(chans[0], b"ro/a", b"1")
+    put(chans[0], b"ro/b", b"2")
+    m = rpc_pb2_grpc.MaintenanceStub(chans[1])
+    cmp = rpc_pb2.Compare(key=b"ro/a", target=rpc_pb2.Compare.VALUE, result=rpc_pb2.Compare.EQUAL, value=b"1")
+    req = rpc_pb2.TxnRequest(compare=[cmp], success=[
+        rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"ro/", range_end=b"ro0"))],
+        failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"ro/b"))])
+    before = m.Status(rpc_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S).raftIndex
+    for _ in range(5):
+        r = kv(chans[1]).Txn(req, timeout=RPC_TIMEOUT_S)
+        assert r.succeeded and [x.value for x in r.responses[0].response_range.kvs] == [b"1", b"2"]
+    after = m.Status(rpc_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S).raftIndex
+    assert after - before < 5  # five proposed txns would have added five log entries
+    # and it is linearizable: a write acknowledged by another member is seen at once
+    put(chans[2], b"ro/a", b"changed")
+    r = kv(chans[1]).Txn(req, timeout=RPC_TIMEOUT_S)
+    assert not r.succeeded and r.responses[0].response_range.kvs[0].value == b"2"

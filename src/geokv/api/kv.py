@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from geokv import errors
-from geokv.api import convert, validate
+from geokv.api import convert, txnread, validate
 from geokv.api.status import unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from geokv.kv import types as kvt
@@ -16,6 +16,7 @@ READ_MODE_KEY = "geokv-read-mode"
 MAX_STALENESS_KEY = "geokv-max-staleness-ms"
 STALENESS_TRAILER_KEY = "geokv-staleness-ms"
 READ_MODES = ("linearizable", "lease", "serializable", "bounded")
+_BARRIER_RANGE = kvt.Range(key=b"\x00")  # a one-key read that only serves as a read barrier
 
 
 def read_mode_of(md: Any, serializable: bool) -> tuple[str | None, int | None]:
@@ -96,11 +97,30 @@ class KVService(rpc_pb2_grpc.KVServicer):
         res = await propose(self.member, convert.delete_from_pb(request))
         return convert.delete_result_to_pb(res, self.member.header())
 
+    async def _read_only_txn(self, txn: kvt.Txn, context: grpc.aio.ServicerContext) -> kvt.TxnResult:
+        """Serve a txn without writes as a read: the read mode's barrier, then a local
+        evaluation at one revision (see geokv.api.txnread)."""
+        md = context.invocation_metadata() or ()
+        mode, max_staleness_ms = read_mode_of(md, txnread.all_ranges_serializable(txn))
+        if mode is None:
+            mode = getattr(getattr(self.member, "config", None), "read_mode_default", "linearizable")
+        if mode == "linearizable":
+            await self.member.wait_linearizable()
+        elif mode == "lease":
+            await self.member.read(_BARRIER_RANGE, mode="lease")
+        elif mode == "bounded":
+            _res, staleness = await self.member.read_bounded(_BARRIER_RANGE, float(max_staleness_ms or 0))
+            context.set_trailing_metadata(((STALENESS_TRAILER_KEY, str(int(staleness))),))
+        return txnread.evaluate(self.member.store, txn)
+
     @unary("Txn")
     async def Txn(self, request: rpc_pb2.TxnRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.TxnResponse:
         validate.check_txn(request, self.limits)
         txn = convert.txn_from_pb(request)
-        res = await propose(self.member, txn)
+        if txnread.is_read_only(txn):
+            res = await self._read_only_txn(txn, context)
+        else:
+            res = await propose(self.member, txn)
         ops = txn.success if res.succeeded else txn.failure
         return convert.txn_result_to_pb(res, self.member.header(), ops)
 
