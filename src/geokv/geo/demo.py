@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_term)
+    stop_workload = threading.Event()
     cluster = None
     tmp = None
     try:
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"[2/4] mixed workload: {args.rounds} rounds per region, each a put and a get in every read mode")
         prog = Progress(all_regions, args.rounds)
         run_mixed_workload(eps, 2, READ_MODES_GEOKV)    # warm-up: connections, leases
-        results = run_mixed_workload(eps, args.rounds, READ_MODES_GEOKV, progress=prog)
+        results = run_mixed_workload(eps, args.rounds, READ_MODES_GEOKV, progress=prog, stop=stop_workload)
         if sys.stdout.isatty():
             say()
         say()
@@ -205,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("done; stopping the cluster")
         return 0
     except KeyboardInterrupt:
+        stop_workload.set()
         say("\ninterrupted; stopping the cluster")
         return 130
     except TimeoutError as e:

@@ -103,10 +103,12 @@ def run_mixed_workload(
     key_prefix: bytes = b"/geo/",
     progress: Callable[[str, int], None] | None = None,
     value_size: int = 64,
+    stop: threading.Event | None = None,
 ) -> dict[str, LatencySamples]:
     """``rounds`` rounds per region, all regions at once: a put, then one get per read mode.
 
     Returns per-region samples in milliseconds. A failed request counts in ``errors``.
+    Setting ``stop`` ends every region's loop after its current round.
     """
     results: dict[str, LatencySamples] = {e.region: LatencySamples() for e in endpoints}
     value = b"v" * value_size
@@ -116,6 +118,8 @@ def run_mixed_workload(
         out = results[e.region]
         try:
             for i in range(rounds):
+                if stop is not None and stop.is_set():
+                    return
                 key = key_prefix + f"{e.region}/{i % 16}".encode()
                 t0 = time.perf_counter()
                 try:
