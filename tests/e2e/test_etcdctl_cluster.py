@@ -218,3 +218,41 @@ def test_http_health_and_metrics(cluster):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(cluster.metrics[0] + "/nope", timeout=5)
     assert e.value.code == 404
+
+
+def test_move_leader_defrag_alarm_and_hashkv(cluster):
+    doc = json.loads(cluster.etcdctl("endpoint", "status", "-w", "json").stdout)
+    leader = doc[0]["Status"]["leader"]
+    leader_ep = next(d["Endpoint"] for d in doc if d["Status"]["header"]["member_id"] == leader)
+    target = next(i for i in cluster.ids if i != leader)
+    out = cluster.etcdctl("move-leader", "%x" % target, endpoints=leader_ep).stdout
+    assert "Leadership transferred" in out
+    import time as _t
+
+    deadline = _t.monotonic() + 10
+    while True:
+        doc = json.loads(cluster.etcdctl("endpoint", "status", "-w", "json").stdout)
+        if {d["Status"]["leader"] for d in doc} == {target}:
+            break
+        assert _t.monotonic() < deadline, "leadership did not move"
+        _t.sleep(0.2)
+    assert "Finished defragmenting etcd member" in cluster.etcdctl("defrag", endpoints=cluster.endpoints[0]).stdout
+    assert cluster.etcdctl("alarm", "list").stdout.strip() == ""
+    hashes = json.loads(cluster.etcdctl("endpoint", "hashkv", "-w", "json").stdout)
+    assert len(hashes) == 3 and all(h["HashKV"]["header"]["revision"] > 0 for h in hashes)
+    assert cluster.etcdctl("put", "after-move", "ok").stdout.strip() == "OK"
+
+
+def test_promoting_a_learner_that_is_not_in_sync_is_refused(cluster):
+    from geokv.testing.ports import free_ports
+
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
+    cluster.etcdctl("member", "add", "lagger", f"--peer-urls={url}", "--learner")
+    doc = json.loads(cluster.etcdctl("member", "list", "-w", "json").stdout)
+    new_id = "%x" % next(m["ID"] for m in doc["members"] if m["peerURLs"] == [url])
+    try:
+        cp = cluster.etcdctl("member", "promote", new_id, check=False)
+        assert cp.returncode != 0
+        assert "etcdserver: can only promote a learner member which is in sync with leader" in cp.stderr
+    finally:
+        cluster.etcdctl("member", "remove", new_id)
