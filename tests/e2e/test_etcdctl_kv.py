@@ -89,5 +89,7 @@ def test_bad_input_gives_etcd_errors(cluster, tmp_path):
     assert cp.returncode != 0 and "etcdserver: request is too large" in cp.stderr
     cp = cluster.etcdctl("txn", input='value("a") = "b"\n\nput k 1\nput k 2\n\n\n', check=False)
     assert cp.returncode != 0 and "etcdserver: duplicate key given in txn request" in cp.stderr
+    cp = cluster.etcdctl("user", "list", check=False)
+    assert cp.returncode != 0 and "geokv: authentication is not supported" in cp.stderr
     # the cluster keeps serving after all of that
     assert cluster.etcdctl("put", "after-errors", "ok").stdout.strip() == "OK"

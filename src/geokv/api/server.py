@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from geokv.api import validate
+from geokv.api.auth import AuthService
 from geokv.api.cluster import ClusterService
 from geokv.api.concurrency import ElectionService, LockService
 from geokv.api.kv import KVService
@@ -70,6 +71,7 @@ def add_services(server: grpc.aio.Server, member: Any, limits: validate.Limits,
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(LockService(member), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(member), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(), server)
 
 
 async def serve_grpc(member: Any, config: Any) -> grpc.aio.Server:
