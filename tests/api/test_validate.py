@@ -25,6 +25,8 @@ def del_op(key: bytes, end: bytes = b"") -> rpc_pb2.RequestOp:
     (rpc_pb2.PutRequest(key=b"k" * 2000), errors.RequestTooLarge),
     (rpc_pb2.PutRequest(key=b"k", value=b"v", ignore_value=True), errors.ValueProvided),
     (rpc_pb2.PutRequest(key=b"k", lease=5, ignore_lease=True), errors.LeaseProvided),
+    (rpc_pb2.PutRequest(key=b"k" * 481), errors.InvalidArgument),
+    (rpc_pb2.PutRequest(key=b"\x00" * 241), errors.InvalidArgument),
 ])
 def test_bad_puts(req, err):
     with pytest.raises(err):
@@ -33,6 +35,7 @@ def test_bad_puts(req, err):
 
 def test_good_put_passes():
     validate.check_put(rpc_pb2.PutRequest(key=b"k", value=b"x" * 900), LIMITS)
+    validate.check_put(rpc_pb2.PutRequest(key=b"k" * 480), LIMITS)
 
 
 def test_range_and_delete_need_a_key():

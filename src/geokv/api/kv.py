@@ -87,14 +87,18 @@ class KVService(rpc_pb2_grpc.KVServicer):
     @unary("Put")
     async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.PutResponse:
         validate.check_put(request, self.limits)
-        res = await propose(self.member, convert.put_from_pb(request))
+        res = await self.member.propose(convert.put_from_pb(request))
+        if isinstance(res, BaseException):
+            raise res
         return convert.put_result_to_pb(res, self.member.header())
 
     @unary("DeleteRange")
     async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest,
                           context: grpc.aio.ServicerContext) -> rpc_pb2.DeleteRangeResponse:
         validate.check_delete(request)
-        res = await propose(self.member, convert.delete_from_pb(request))
+        res = await self.member.propose(convert.delete_from_pb(request))
+        if isinstance(res, BaseException):
+            raise res
         return convert.delete_result_to_pb(res, self.member.header())
 
     async def _read_only_txn(self, txn: kvt.Txn, context: grpc.aio.ServicerContext) -> kvt.TxnResult:

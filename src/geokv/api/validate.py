@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from geokv import errors
 from geokv.etcdpb import rpc_pb2
+from geokv.kv.types import MAX_KEY_BYTES
 
 MAX_REQUEST_BYTES_DEFAULT = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
 MAX_TXN_OPS_DEFAULT = 128  # etcd's --max-txn-ops default
@@ -40,6 +41,9 @@ def check_put(r: rpc_pb2.PutRequest, limits: Limits) -> None:
         raise errors.LeaseProvided()
     if len(r.key) + len(r.value) > limits.max_request_bytes or r.ByteSize() > limits.max_request_bytes:
         raise errors.RequestTooLarge()
+    if len(r.key) > MAX_KEY_BYTES // 2 and len(r.key) + r.key.count(b"\x00") > MAX_KEY_BYTES:
+        # The store's limit (LMDB keys); refused here so it costs no Raft round.
+        raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
 
 
 def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
