@@ -91,8 +91,11 @@ def test_emulator_from_flags():
     assert emulator_from_flags("us-east", "off", None) is None
     em = emulator_from_flags("us-east", "on", "us-east:eu-west=10ms")
     assert em is not None and em.one_way_delay_s("eu-west") == pytest.approx(0.005)
-    with pytest.raises(RttError):
-        emulator_from_flags("us-east", "maybe", None)
+    em = emulator_from_flags("us-east", "jitter=4ms,loss=0.01", None)
+    assert em is not None and (em.jitter_ms, em.loss) == (4.0, 0.01)
+    for bad in ("maybe", "loss=2", "jitter=fast", "on,colour=blue"):
+        with pytest.raises(RttError):
+            emulator_from_flags("us-east", bad, None)
 
 
 def test_parse_route():

@@ -37,7 +37,7 @@ from .placement import (
     MemberState,
     parse_placement_spec,
 )
-from .timeouts import BiasedElectionRng, derive_timeouts
+from .timeouts import BiasedElectionRng, TimeoutPlan, TimeoutTuner, derive_timeouts
 from .topology import MemberPlacement, Topology
 from .wan import RttError, build_rtt_table
 
@@ -80,6 +80,7 @@ class GeoService:
         hb = float(getattr(cfg, "heartbeat_interval_ms", 100))
         el = float(getattr(cfg, "election_timeout_ms", 1000))
         self.election_tick = max(2, round(el / hb))
+        self.tuner = TimeoutTuner(TimeoutPlan(hb, el))
         self.rng: BiasedElectionRng | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_warn_s = -TIMEOUT_WARN_INTERVAL_S
@@ -230,6 +231,27 @@ class GeoService:
                         "(heartbeat %.0f ms); expect spurious elections", el, need.election_timeout_ms,
                         need.heartbeat_interval_ms)
 
+    def _tune(self, now: float, n_voters: int) -> None:
+        """Feed the transport's RTT estimates to the tuner; log when its plan changes.
+
+        The Raft core's ticks are fixed at start, so the plan is advisory (logged, and in
+        ``recommended_plan``) until the runtime can retune a live member.
+        """
+        transport = getattr(self.member, "transport", None)
+        if transport is None or n_voters == 0:
+            return
+        for pid, ms in transport.rtt_ms().items():
+            self.tuner.observe_rtt(pid, ms)
+        plan = self.tuner.update(now, n_voters)
+        if self.tuner.changed:
+            log.warning("geo: measured RTTs call for heartbeat %.0f ms, election timeout %.0f ms "
+                        "(configured %s / %s ms)", plan.heartbeat_interval_ms, plan.election_timeout_ms,
+                        getattr(self.cfg, "heartbeat_interval_ms", "?"), getattr(self.cfg, "election_timeout_ms", "?"))
+
+    @property
+    def recommended_plan(self) -> TimeoutPlan:
+        return self.tuner.plan
+
     async def step(self) -> int | None:
         """One evaluation; returns the transfer target if a transfer was started."""
         st = await self._raft_status()
@@ -242,6 +264,7 @@ class GeoService:
         if topo is not None:
             self._rank(topo, st.leader_id)
             self._check_timeouts(topo, now)
+        self._tune(now, len(voters))
         self._feed_writes(now)
         if not self.member.is_leader or not (self.placement.preference or self.placement.follow_writes):
             return None

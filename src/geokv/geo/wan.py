@@ -273,29 +273,60 @@ class WanEmulator:
         return delay_ms / 1000.0
 
 
-def parse_wan_emulation(value: str | bool | None) -> bool:
-    """``--wan-emulation`` values: on/off/true/false/1/0 (empty = on)."""
+@dataclass(slots=True, frozen=True)
+class WanEmulationSpec:
+    enabled: bool
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+
+
+def parse_wan_emulation(value: str | bool | None) -> WanEmulationSpec:
+    """``--wan-emulation`` values: ``on`` / ``off`` (also true/false/1/0; empty = on), or
+    options that imply on: ``jitter=5ms,loss=0.001`` (also ``on,jitter=5ms``)."""
     if isinstance(value, bool) or value is None:
-        return bool(value)
-    v = value.strip().lower()
-    if v in ("", "1", "true", "on", "yes"):
-        return True
-    if v in ("0", "false", "off", "no"):
-        return False
-    raise RttError(f"invalid --wan-emulation value {value!r} (expected on or off)")
+        return WanEmulationSpec(bool(value))
+    enabled: bool | None = None
+    jitter_ms = 0.0
+    loss = 0.0
+    for part in value.split(","):
+        v = part.strip().lower()
+        if v in ("", "1", "true", "on", "yes"):
+            enabled = True if enabled is None else enabled
+        elif v in ("0", "false", "off", "no"):
+            enabled = False
+        elif v.startswith("jitter="):
+            jitter_ms = parse_duration_ms(v[len("jitter="):])
+            enabled = True if enabled is None else enabled
+        elif v.startswith("loss="):
+            try:
+                loss = float(v[len("loss="):])
+            except ValueError:
+                raise RttError(f"invalid loss {v!r} in --wan-emulation (a fraction, e.g. loss=0.001)") from None
+            if not 0.0 <= loss < 1.0:
+                raise RttError(f"loss must be in [0, 1) in --wan-emulation, got {loss}")
+            enabled = True if enabled is None else enabled
+        else:
+            raise RttError(f"invalid --wan-emulation value {part.strip()!r} (expected on, off, jitter=5ms, loss=0.001)")
+    return WanEmulationSpec(enabled if enabled is not None else True, jitter_ms, loss)
 
 
 def emulator_from_flags(
-    local_region: str, wan_emulation: str | bool | None, rtt: str | None, *, jitter_ms: float = 0.0,
-    loss: float = 0.0, seed: int | None = None,
+    local_region: str, wan_emulation: str | bool | None, rtt: str | None, *, jitter_ms: float | None = None,
+    loss: float | None = None, seed: int | None = None,
 ) -> WanEmulator | None:
     """What a server or client builds from ``--region``, ``--wan-emulation``, ``--rtt``.
 
     Returns None when emulation is off, so callers can skip the delay path entirely.
+    Explicit ``jitter_ms`` / ``loss`` arguments override the ones in ``wan_emulation``.
     """
-    if not parse_wan_emulation(wan_emulation):
+    spec = parse_wan_emulation(wan_emulation)
+    if not spec.enabled:
         return None
-    return WanEmulator(build_rtt_table(rtt), local_region, jitter_ms=jitter_ms, loss=loss, seed=seed)
+    return WanEmulator(
+        build_rtt_table(rtt), local_region,
+        jitter_ms=spec.jitter_ms if jitter_ms is None else jitter_ms,
+        loss=spec.loss if loss is None else loss, seed=seed,
+    )
 
 
 # --- order-preserving delay line ----------------------------------------------------------
