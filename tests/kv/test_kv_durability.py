@@ -69,8 +69,8 @@ def snapshot_bytes(store: MVCCStore) -> bytes:
 def test_replicas_with_different_batching_end_byte_identical(tmp_dir):
     """Apply is deterministic down to the bytes, compaction progress included."""
     log = command_log(300)
-    a = MVCCStore(tmp_dir + "/a", compact_chunk_log_rows=3)
-    b = MVCCStore(tmp_dir + "/b", compact_chunk_log_rows=3)
+    a = MVCCStore(tmp_dir + "/a", compact_chunk_log_rows=3, compact_noop_chunk_log_rows=3)
+    b = MVCCStore(tmp_dir + "/b", compact_chunk_log_rows=3, compact_noop_chunk_log_rows=3)
     try:
         ra = apply_in_batches(a, log, 1)
         rb = apply_in_batches(b, log, 37)
@@ -207,7 +207,7 @@ def test_snapshot_restore_round_trip_and_refuses_damage(tmp_dir):
 
 
 def test_hash_is_the_same_before_and_after_physical_compaction(tmp_dir):
-    s = MVCCStore(tmp_dir + "/h", compact_chunk_log_rows=1)
+    s = MVCCStore(tmp_dir + "/h", compact_chunk_log_rows=1, compact_noop_chunk_log_rows=1)
     kv = Applier(s)
     try:
         for i in range(60):

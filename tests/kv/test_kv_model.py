@@ -137,7 +137,8 @@ def test_store_matches_model(cmds, batch, reads, event_starts, chunk):
     d = tempfile.mkdtemp(prefix="geokv-kv-")
     try:
         # Tiny chunks make one compaction span many commands.
-        store = MVCCStore(d, quota_bytes=1 << 24, compact_chunk_log_rows=chunk)
+        opts = dict(quota_bytes=1 << 24, compact_chunk_log_rows=chunk, compact_noop_chunk_log_rows=chunk)
+        store = MVCCStore(d, **opts)
         model = Model()
         index = 0
         for i in range(0, len(cmds), batch):
@@ -172,7 +173,7 @@ def test_store_matches_model(cmds, batch, reads, event_starts, chunk):
         store.snapshot(buf)
         d2 = tempfile.mkdtemp(prefix="geokv-kv-")
         try:
-            other = MVCCStore.from_snapshot(d2, io.BytesIO(buf.getvalue()), quota_bytes=1 << 24, compact_chunk_log_rows=chunk)
+            other = MVCCStore.from_snapshot(d2, io.BytesIO(buf.getvalue()), **opts)
             assert other.hash_kv() == store.hash_kv()
             assert other.applied_index == store.applied_index == index
             for r in reads:

@@ -290,7 +290,7 @@ def test_compaction_runs_in_bounded_chunks_after_each_command(tmp_dir):
 
     from .conftest import Applier
 
-    kv = Applier(MVCCStore(tmp_dir + "/chunks", compact_chunk_log_rows=10))
+    kv = Applier(MVCCStore(tmp_dir + "/chunks", compact_chunk_log_rows=10, compact_noop_chunk_log_rows=10))
     try:
         for i in range(100):
             kv.ok(Put(b"k%d" % (i % 5), b"v%d" % i))

@@ -23,11 +23,12 @@ is always "everything up to ``applied_index``":
   and compact the WAL up to that index at most.
 
 Determinism.  Every replica applies the same commands in the same order with the same
-results, byte-identical database contents included: compaction is done in bounded
-chunks, one chunk of at most ``compact_chunk_log_rows`` change-log rows after each
-applied command (so it never holds the write path for long and its progress depends
-only on the log), and the space quota is checked against a logical byte count kept in
-the same transaction, not against the file size.
+results, byte-identical database contents included.  Compaction is logical at once
+(older reads fail from the Compact command on) and physical in bounded chunks: after
+each applied command at most ``compact_chunk_log_rows`` change-log rows are processed
+(``compact_noop_chunk_log_rows`` after a Noop), so it never holds the write path for
+long and its progress depends only on the log.  The space quota is checked against a
+logical byte count kept in the same transaction, not against the file size.
 
 Limits.  Keys are at most ``types.MAX_KEY_BYTES`` (480) bytes, NUL bytes counting
 double (LMDB's key size limit); longer keys get InvalidArgument.  A Put, a Txn with
@@ -87,8 +88,13 @@ QUOTA_BYTES_DEFAULT = 8 << 30
 """Logical bytes (keys + records + change log) above which writes get NoSpace."""
 MAP_SIZE_PER_QUOTA = 4
 """LMDB map size is this many times the quota (B-tree pages carry overhead)."""
-COMPACT_CHUNK_LOG_ROWS = 512
-"""Change-log rows one compaction chunk may process (one chunk per applied command)."""
+COMPACT_CHUNK_LOG_ROWS = 8
+"""Change-log rows the pending compaction may process after each applied command: a
+few times the one superseded version a write creates, so compaction keeps up with a
+steady write load while adding little to each write."""
+COMPACT_NOOP_CHUNK_LOG_ROWS = 1024
+"""Rows processed after a Noop: the runtime may propose Noops while
+``compaction_pending`` and the cluster is idle to finish a large compaction sooner."""
 EVENTS_LIMIT_DEFAULT = 10_000
 """Events one events() call returns at most (whole revisions only, see events())."""
 
@@ -130,12 +136,13 @@ class MVCCStore:
         quota_bytes: int = QUOTA_BYTES_DEFAULT,
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
         compact_chunk_log_rows: int = COMPACT_CHUNK_LOG_ROWS,
+        compact_noop_chunk_log_rows: int = COMPACT_NOOP_CHUNK_LOG_ROWS,
     ) -> None:
-        """``max_txn_ops`` and ``compact_chunk_log_rows`` must be equal on all replicas
-        (they shape what commands do); ``quota_bytes`` too, or replicas may disagree on
-        NoSpace."""
-        assert compact_chunk_log_rows >= 1
+        """``max_txn_ops``, ``quota_bytes`` and the two compaction chunk sizes must be
+        equal on all replicas: they shape what commands do and what the file holds."""
+        assert compact_chunk_log_rows >= 1 and compact_noop_chunk_log_rows >= 1
         self.compact_chunk_log_rows = compact_chunk_log_rows
+        self.compact_noop_chunk_log_rows = compact_noop_chunk_log_rows
         self.path = path
         self.quota_bytes = quota_bytes
         self.max_txn_ops = max_txn_ops
@@ -291,7 +298,9 @@ class MVCCStore:
                         self._rev = self._wrev
                     self._applied = index
                     if self._ctodo:
-                        self._compact_chunk(self.compact_chunk_log_rows)
+                        self._compact_chunk(
+                            self.compact_noop_chunk_log_rows if type(cmd) is Noop else self.compact_chunk_log_rows
+                        )
                     out.append((result, events))
                 txn.put(_STATE_KEY, self._state_bytes(), db=self._meta)
         except BaseException:
