@@ -182,3 +182,18 @@ def test_single_key_watchers_only_see_their_key_and_progress_is_safe(drv):
         assert drv.hub.statistics()["watchers"] == 0 and not drv.hub._by_key and not drv.hub._ranged
 
     asyncio.run(main())
+
+
+def test_history_applied_without_publish_is_caught_up_from_the_store(drv):
+    """As after a snapshot restore: the store moved on while the hub saw nothing."""
+    async def main():
+        w = drv.hub.subscribe(b"r/", b"r0")
+        drv.apply(kvt.Put(b"r/1", b"a"))
+        silent = [(next(drv.index), kvt.Put(b"r/%d" % i, b"b")) for i in range(2, 5)]
+        drv.store.apply_batch(silent)  # no publish
+        drv.apply(kvt.Put(b"r/5", b"c"))  # the next publish reveals the gap
+        got = await drain(w)
+        assert [k for _, k, _ in got] == [b"r/1", b"r/2", b"r/3", b"r/4", b"r/5"]
+        assert drv.hub.statistics()["resyncs_total"] == 1 and w.synced
+
+    asyncio.run(main())

@@ -191,6 +191,7 @@ class WatchHub:
         self._ranged: set[Watcher] = set()
         self._published_batches_total = 0
         self._slow_watchers_total = 0
+        self._resyncs_total = 0
 
     def subscribe(self, key: bytes, range_end: bytes = b"", start_rev: int = 0,
                   prev_kv: bool = False, filters: Iterable[int] = ()) -> Watcher:
@@ -211,6 +212,11 @@ class WatchHub:
     def publish(self, events: list[Any], revision: int) -> None:
         """Hand an applied batch to the watchers it concerns. Never blocks."""
         self._published_batches_total += 1
+        if events and events[0].kv.mod_revision > self.revision + 1 and self._watchers:
+            # Revisions only move with events, so a gap means the store changed without
+            # a publish (a snapshot was restored): the live feed missed history.
+            self.on_store_restored()
+            return
         if revision > self.revision:
             self.revision = revision
         if not events or not self._watchers:
@@ -243,6 +249,17 @@ class WatchHub:
         for w, evs in hits.items():
             w._offer(evs, revision)
 
+    def on_store_restored(self) -> None:
+        """The store's contents were replaced (snapshot restore): every watcher leaves
+        the live feed and catches up from the store, or is told its history was
+        compacted away. Never blocks."""
+        self.revision = self.store.revision
+        self._resyncs_total += 1
+        for w in self._watchers:
+            if w._synced:
+                w._synced = False
+                w._wakeup.set()
+
     def _remove(self, w: Watcher) -> None:
         if w in self._watchers:
             self._watchers.discard(w)
@@ -261,4 +278,5 @@ class WatchHub:
             "unsynced_watchers": sum(1 for w in self._watchers if not w._synced),
             "published_batches_total": self._published_batches_total,
             "slow_watchers_total": self._slow_watchers_total,
+            "resyncs_total": self._resyncs_total,
         }
