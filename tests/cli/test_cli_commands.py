@@ -6,7 +6,9 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -139,3 +141,31 @@ def test_snapshot_save_and_compaction(cli, prefix, tmp_path):
 @pytest.mark.parametrize("argv", [["put"], ["get"], ["lease", "grant"]])
 def test_missing_arguments_are_reported(cli, argv):
     one_line_error(cli(*argv))
+
+
+def test_lock_runs_a_command_while_holding_the_lock(cli, prefix):
+    code = "import sys; sys.stdout.write('held\\n')"
+    out = ok(cli("lock", prefix + "L", sys.executable, "-c", code))
+    key, held = out.splitlines()
+    assert key.startswith(prefix + "L/") and held == "held"
+    assert ok(cli("get", prefix + "L", "--prefix")) == ""  # released afterwards
+
+
+def test_elect_campaigns_until_interrupted_then_resigns(cli, prefix):
+    name = prefix + "E"
+    proc = subprocess.Popen([sys.executable, "-m", "geokv", "--endpoints", ",".join(cli.endpoints), "elect", name,
+                             "bob"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        key = proc.stdout.readline().strip()
+        assert key.startswith(name + "/"), proc.stderr.read() if proc.poll() is not None else key
+        assert proc.stdout.readline().strip() == "bob"
+        assert ok(cli("get", name, "--prefix", "--print-value-only")) == "bob\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert ok(cli("get", name, "--prefix")) == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from etcdproc import EtcdCluster
+from etcdproc import EtcdCluster, client_backends
 
 from geokv.client import parse_endpoint
 
@@ -24,8 +24,7 @@ class Server:
     endpoints: list[str]  # host:port
     cluster: object
 
-#: Back-ends the client's tests run against (env GEOKV_CLIENT_BACKENDS=etcd or =geokv narrows it).
-BACKENDS = os.environ.get("GEOKV_CLIENT_BACKENDS", "etcd,geokv").split(",")
+BACKENDS = client_backends()
 
 needs_etcd = pytest.mark.skipif(not os.path.exists(shutil.which("etcd") or "/usr/bin/etcd"),
                                 reason="etcd server binary (Debian etcd-server) is not installed")

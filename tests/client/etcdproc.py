@@ -24,6 +24,11 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 
+def client_backends() -> list[str]:
+    """Back-ends the client's tests run against (env GEOKV_CLIENT_BACKENDS=etcd or =geokv narrows it)."""
+    return os.environ.get("GEOKV_CLIENT_BACKENDS", "etcd,geokv").split(",")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -229,3 +229,19 @@ def test_bad_endpoint_strings_are_rejected_clearly():
         with pytest.raises(BadEndpoint) as ei:
             Client([bad])
         assert "bad endpoint" in str(ei.value)
+
+
+def test_election_campaign_leader_proclaim_observe_resign(client, prefix):
+    name = prefix + "elect"
+    lease = client.lease_grant(10).id
+    leader_key = client.campaign(name, "alice", lease=lease)
+    assert leader_key.key.startswith(name.encode()) and leader_key.lease == lease
+    assert client.leader(name).value == b"alice"
+    client.proclaim(leader_key, "alice-2")
+    assert client.leader(name).value == b"alice-2"
+    observed = client.observe(name)
+    assert next(observed).value == b"alice-2"
+    observed.close()
+    client.resign(leader_key)
+    assert client.leader(name) is None
+    client.lease_revoke(lease)

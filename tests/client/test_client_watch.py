@@ -108,6 +108,7 @@ def test_watch_resumes_on_another_endpoint_without_loss_or_repeat(cluster3, pref
         cluster3.kill(cluster3.endpoints.index(watched))
         survivors = [e for e in cluster3.endpoints if e != watched]
         with Client(survivors, timeout_s=8) as writer:
+            writer.get(prefix)  # a linearizable read: returns once the survivors have a leader
             for i in range(2, 6):
                 writer.put(f"{prefix}{i}", str(i))
         evs = take(w, 4)

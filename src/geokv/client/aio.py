@@ -46,6 +46,8 @@ except ImportError:  # pragma: no cover - depends on another layer's progress
     _wan = None
 
 READ_MODES = ("linearizable", "lease", "serializable", "bounded")
+#: Read modes that any replica may answer, so the nearest one is asked first.
+LOCAL_READ_MODES = ("serializable", "bounded")
 
 #: How long one connection attempt to one endpoint may take before moving on.
 CONNECT_TIMEOUT_S_MAX = 1.0
@@ -132,6 +134,7 @@ class AsyncClient:
             if _wan is None:
                 raise RuntimeError("WAN emulation needs geokv.geo.wan, which is not available")
             self._wan = _wan.WanEmulator(_wan.default_rtt_table(), region)
+        self._regions_learned = False
         self._closed = False
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -231,8 +234,12 @@ class AsyncClient:
         timeout_s: float | None = None,
         metadata: tuple[tuple[str, str], ...] | None = None,
         endpoint: _Endpoint | None = None,
+        prefer: _Endpoint | None = None,
     ) -> Any:
-        """Send one unary request with failover; see the module docstring for the rule."""
+        """Send one unary request with failover; see the module docstring for the rule.
+
+        ``endpoint`` pins the request to one endpoint; ``prefer`` only tries it first.
+        """
         budget_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget_s
         targets = [endpoint] if endpoint is not None else None
@@ -242,7 +249,12 @@ class AsyncClient:
         last_exc: Exception | None = None
         op_name = f"{kind}.{method}"
         for attempt in range(max_attempts):
-            ep = targets[0] if targets else self._endpoints[self._current]
+            if targets:
+                ep = targets[0]
+            elif attempt == 0 and prefer is not None:
+                ep = prefer
+            else:
+                ep = self._endpoints[self._current]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -324,9 +336,45 @@ class AsyncClient:
             sort_order=sort_order, sort_target=sort_target, keys_only=keys_only, count_only=count_only,
             serializable=mode in ("serializable", "bounded"), **filters,
         )
+        prefer = await self._nearest_endpoint() if mode in LOCAL_READ_MODES else None
         resp = await self._call("KV", "Range", req, idempotent=True, timeout_s=timeout_s,
-                                metadata=self._read_metadata(mode, staleness))
+                                metadata=self._read_metadata(mode, staleness), prefer=prefer)
         return GetResult.from_pb(resp)
+
+    async def _nearest_endpoint(self) -> _Endpoint | None:
+        """The endpoint of a member in (or nearest to) the client's region, for local reads.
+
+        Regions are learned once from each endpoint's Status (a geokv extension; etcd
+        answers none, and then no endpoint is preferred).
+        """
+        if not self.region:
+            return None
+        if not self._regions_learned:
+            self._regions_learned = True
+            await asyncio.gather(*(self._learn_region(ep) for ep in self._endpoints))
+        known = [ep for ep in self._endpoints if ep.region]
+        for ep in known:
+            if ep.region == self.region:
+                return ep
+        if self._wan is not None and known:
+            def rtt(ep: _Endpoint) -> float:
+                try:
+                    return self._wan.rtt_ms(ep.region)
+                except ValueError:
+                    return float("inf")
+            return min(known, key=rtt)
+        return None
+
+    async def _learn_region(self, ep: _Endpoint) -> None:
+        if ep.region is not None:
+            return
+        if not await self._connect(ep, self.connect_timeout_s):
+            return
+        try:
+            resp = await self._stub(ep, "Maintenance").Status(rpc_pb2.StatusRequest(), timeout=self.connect_timeout_s)
+            ep.region = getattr(resp, "region", "")
+        except grpc.aio.AioRpcError:
+            pass
 
     async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0, prev_kv: bool = False,
                   ignore_value: bool = False, ignore_lease: bool = False, timeout_s: float | None = None) -> PutResult:

@@ -1,0 +1,44 @@
+"""Region-aware routing: local reads go to the member in the client's own region."""
+
+from __future__ import annotations
+
+import pytest
+
+from etcdproc import client_backends
+
+from geokv.client import Client, parse_endpoint
+
+pytestmark = pytest.mark.skipif("geokv" not in client_backends(), reason="needs the geokv server (regions)")
+
+REGIONS = ["us-east", "eu-west", "ap-south"]
+
+
+@pytest.fixture(scope="module")
+def geo_cluster(tmp_path_factory):
+    from geokv.testing.cluster import LocalCluster
+
+    c = LocalCluster(3, str(tmp_path_factory.mktemp("geo")), regions=REGIONS, start=False)
+    try:
+        for i in range(3):
+            c._spawn(i)
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_serializable_reads_are_served_by_the_member_in_the_clients_region(geo_cluster, region):
+    endpoints = [parse_endpoint(e) for e in geo_cluster.endpoints]
+    local_id = geo_cluster.member_id(REGIONS.index(region))
+    with Client(endpoints, timeout_s=5, region=region, read_mode="serializable") as c:
+        c.put("/geo/k", region)
+        got = c.get("/geo/k")
+        assert got.header.member_id == local_id
+        assert c.get("/geo/k", read_mode="linearizable").value == region.encode()
+
+
+def test_regions_are_reported_by_status(geo_cluster):
+    endpoints = [parse_endpoint(e) for e in geo_cluster.endpoints]
+    with Client(endpoints, timeout_s=5) as c:
+        assert [s.region for s in c.statuses()] == REGIONS
