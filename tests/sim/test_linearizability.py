@@ -144,4 +144,36 @@ def test_search_bound_is_reported_not_passed(monkeypatch):
     monkeypatch.setattr(lin, "SEARCH_STEPS_MAX", 5)
     h = [W(i, i, i, 100 + i, client=i) for i in range(1, 8)] + [R(9, 3, 200, 201)]
     with pytest.raises(CheckerBoundExceeded):
-        check_history(h)
+        lin._search(h)
+    # check_history falls back on the zone test alone and still decides.
+    assert check_history(h) is None
+
+
+def _random_history(rng: random.Random, n: int) -> list[Op]:
+    """Arbitrary (mostly illegal) small histories: random intervals, random read values."""
+    stamps = rng.sample(range(1, 4 * n + 1), 2 * n)
+    ops = []
+    values = []
+    for i in range(n):
+        a, b = sorted(stamps[2 * i:2 * i + 2])
+        if rng.random() < 0.45 or not values:
+            ret = None if rng.random() < 0.15 else b
+            ops.append(Op(i, i, "w", "k", 100 + i, a, ret))
+            values.append(100 + i)
+        else:
+            ops.append(Op(i, i, "r", "k", rng.choice(values + [None]), a, b))
+    return ops
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_zone_test_and_search_agree_on_arbitrary_histories(seed):
+    rng = random.Random(seed)
+    h = _random_history(rng, rng.randint(2, 9))
+    written = {o.value: o for o in h if o.kind == "w"}
+    kept = [o for o in h if not (o.kind == "w" and o.ret is None
+                                 and all(r.value != o.value for r in h if r.kind == "r"))]
+    by_zones = lin.zones(kept, written)
+    by_search = None
+    if all(o.kind != "r" or o.value is None or o.value in written for o in kept):
+        by_search = lin._search(kept)
+    assert (by_zones is None) == (by_search is None), (by_zones, by_search, h)

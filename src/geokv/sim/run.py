@@ -53,6 +53,8 @@ class ClientOp:
     read_ctx: bytes = b""
     done: bool = False
     is_probe: bool = False
+    #: When the op completes, the client issues its next one (False: the caller drives).
+    chain: bool = True
 
 
 class Simulation:
@@ -217,7 +219,7 @@ class Simulation:
         self.sched.after(self.cfg.client_timeout_ms, self._client_timeout, cop)
 
     def _client_idle(self, cop: ClientOp) -> None:
-        if not cop.is_probe:
+        if cop.chain and not cop.is_probe:
             self.sched.after(self.rng_client.uniform(0, self.cfg.think_ms_max),
                              self._client_next, cop.client)
 
