@@ -62,3 +62,45 @@ def test_follow_the_writes_moves_the_leader_to_the_writing_region(tmp_path, fast
         finally:
             writer.close()
         assert moved, "the leader did not follow the writes to ap-south"
+
+
+def test_learners_never_vote_nor_lead(tmp_path, fast_placement, fast_rtt):
+    # The learner sits in the most preferred region: placement must still never pick it.
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["eu-central", "us-east"], rtt=fast_rtt) as c:
+        c.wait_ready()
+        li = c.add_member(region="eu-central", learner=True)
+        eps = endpoints(c, REGIONS + ["eu-central"])
+        wait_leader(eps, 30, region="us-east")
+        learner = KVClient(eps[li].endpoint)
+        learner_id = learner.status().header.member_id
+        deadline = time.monotonic() + 20
+        while not learner.status().isLearner:     # until it has applied its own MemberAdd
+            assert time.monotonic() < deadline, "the learner never reported isLearner"
+            time.sleep(0.1)
+        # Leadership stays with the best voter; the learner serves reads.
+        time.sleep(3)
+        st = wait_leader(eps, 10)
+        assert st.leader_id != learner_id and leader_region(st) == "us-east"
+        learner.put(b"via-learner", b"forwarded")
+        resp, _ = learner.get(b"via-learner", "serializable")
+        assert [kv.value for kv in resp.kvs] == [b"forwarded"]
+        # Kill two of three voters: one voter + one learner is no quorum, so no leader may
+        # emerge and writes must fail, for several election timeouts.
+        c.kill(REGIONS.index("eu-west"), signal.SIGKILL)
+        c.kill(REGIONS.index("ap-south"), signal.SIGKILL)
+        survivors = [eps[0], eps[li]]
+        deadline = time.monotonic() + 4.0    # 8 election timeouts of 500 ms
+        while time.monotonic() < deadline:
+            for e in survivors:
+                s = KVClient(e.endpoint)
+                try:
+                    st = s.status()
+                    assert st.leader != learner_id
+                    assert not (st.header.member_id == st.leader and time.monotonic() > deadline - 2.0), \
+                        "a leader without a quorum of voters"
+                finally:
+                    s.close()
+            time.sleep(0.2)
+        with pytest.raises(grpc.RpcError):
+            learner.put(b"k", b"no quorum", timeout_s=1.5)
+        learner.close()
