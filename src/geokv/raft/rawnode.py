@@ -202,6 +202,10 @@ class RawNode:
     def id(self) -> int:
         return self.raft.id
 
+    def lease_valid(self) -> bool:
+        """Cheap form of ``status().lease_valid`` for a per-read check."""
+        return self.raft.lease_valid()
+
     def status(self) -> Status:
         r = self.raft
         log = r.raft_log
