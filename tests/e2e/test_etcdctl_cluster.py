@@ -67,9 +67,10 @@ def revision_of(cluster, *put_args: str) -> int:
 
 
 def test_watch_live_events_on_another_member(cluster):
-    w = cluster.spawn_etcdctl("watch", "live/", "--prefix", endpoints=cluster.endpoints[2])
+    # Start at the next revision, so the test does not depend on when the watch is created.
+    now = json.loads(cluster.etcdctl("get", "live/", "-w", "json").stdout)["header"]["revision"]
+    w = cluster.spawn_etcdctl("watch", "live/", "--prefix", f"--rev={now + 1}", endpoints=cluster.endpoints[2])
     try:
-        time.sleep(0.5)  # let the watch be created before writing
         cluster.etcdctl("put", "live/a", "1", endpoints=cluster.endpoints[0])
         cluster.etcdctl("del", "live/a", endpoints=cluster.endpoints[1])
         assert read_lines_until(w, 5) == ["PUT", "live/a", "1", "DELETE", "live/a"]
@@ -123,8 +124,10 @@ def test_lock_is_exclusive_and_handed_over(cluster):
         assert key1.startswith("mtx/")
         waiter = cluster.spawn_etcdctl("lock", "mtx", endpoints=cluster.endpoints[1])
         try:
-            time.sleep(1.0)
-            keys = cluster.etcdctl("get", "mtx/", "--prefix", "--keys-only").stdout.split()
+            deadline = time.monotonic() + WAIT_S
+            while len(keys := cluster.etcdctl("get", "mtx/", "--prefix", "--keys-only").stdout.split()) < 2:
+                assert time.monotonic() < deadline, f"the waiter never queued: {keys}"
+                time.sleep(0.1)
             assert len(keys) == 2 and keys[0] != keys[1]
             assert waiter.poll() is None
             stop(holder)  # releasing the lock hands it to the waiter
