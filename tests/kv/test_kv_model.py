@@ -184,3 +184,39 @@ def test_store_matches_model(cmds, batch, reads, event_starts, chunk):
         store.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    cmds=st.lists(commands, min_size=15, max_size=60),
+    batch_a=st.integers(1, 9),
+    batch_b=st.integers(1, 9),
+    chunk=st.sampled_from([1, 2, 5]),
+)
+def test_replicas_agree_byte_for_byte_whatever_their_batching(cmds, batch_a, batch_b, chunk):
+    cmds = PROLOGUE + cmds
+    log = list(enumerate(cmds, start=1))
+    d = tempfile.mkdtemp(prefix="geokv-kv-")
+    stores = []
+    try:
+        outs = []
+        for name, batch in (("a", batch_a), ("b", batch_b)):
+            s = MVCCStore(f"{d}/{name}", quota_bytes=1 << 24, compact_chunk_log_rows=chunk,
+                          compact_noop_chunk_log_rows=chunk * 3)
+            stores.append(s)
+            out = []
+            for i in range(0, len(log), batch):
+                out.extend(s.apply_batch(log[i : i + batch]))
+            outs.append(out)
+        a, b = stores
+        assert [(type(r), r if not isinstance(r, Exception) else None, e) for r, e in outs[0]] == [
+            (type(r), r if not isinstance(r, Exception) else None, e) for r, e in outs[1]
+        ]
+        bufs = [io.BytesIO(), io.BytesIO()]
+        a.snapshot(bufs[0])
+        b.snapshot(bufs[1])
+        assert bufs[0].getvalue() == bufs[1].getvalue()
+    finally:
+        for s in stores:
+            s.close()
+        shutil.rmtree(d, ignore_errors=True)

@@ -377,3 +377,21 @@ def test_results_events_and_errors_survive_encoding():
 def test_garbage_is_not_a_command(data):
     with pytest.raises(ValueError):
         decode_command(data)
+
+
+def test_events_page_bounds_the_rows_scanned_and_says_where_to_resume(kv):
+    for i in range(50):
+        kv.ok(Put(b"noise", b"%d" % i))  # revisions 2..51
+        if i % 10 == 9:
+            kv.ok(Put(b"x", b"%d" % i))
+    want = kv.store.events(1, key=b"x")
+    assert len(want) == 5
+    got, rev, pages = [], 1, 0
+    while rev <= kv.store.revision:
+        events, rev = kv.store.events_page(rev, key=b"x", scan_rows_max=7)
+        got.extend(events)
+        pages += 1
+    assert got == want and pages >= 8
+    events, nxt = kv.store.events_page(1, limit=3)
+    assert [e.kv.mod_revision for e in events] == [2, 3, 4] and nxt == 5
+    assert kv.store.events_page(nxt, end_rev=6)[1] == 7

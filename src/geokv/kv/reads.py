@@ -93,30 +93,36 @@ def range_kvs(cur, r: Range, cur_rev: int, crev: int) -> RangeResult:
 
 
 def collect_events(logcur, kvcur, rev: int, crev: int, start_rev: int, end_rev: int | None,
-                   key: bytes, range_end: bytes, limit: int) -> list[Event]:
-    """The events of MVCCStore.events (see there) from cursors on the log and kv dbs."""
+                   key: bytes, range_end: bytes, limit: int,
+                   scan_rows_max: int | None = None) -> tuple[list[Event], int]:
+    """(events, next revision to read) for MVCCStore.events / events_page (see there)."""
     start_rev = max(start_rev, 1)
     out: list[Event] = []
     if start_rev < crev:
         raise errors.Compacted()
     end = rev if end_rev is None else min(end_rev, rev)
     if start_rev > end:
-        return out
+        return out, start_rev
     if key and range_end:
         b = layout.bounds(key, range_end)
         if b is None:
-            return out
+            return out, end + 1
         lo = key
         hi = None if range_end == b"\x00" else range_end
-    last_main = 0
+    last_scanned = 0  # revision of the last log row looked at
+    scanned = 0
     ok = logcur.set_range(layout.log_key(start_rev, 0))
     while ok:
         lkey, k = logcur.item()
         main, sub = layout.REV.unpack(lkey)
         if main > end:
             break
-        if main != last_main and len(out) >= limit:
-            break
+        if main != last_scanned:
+            # Pages end only between revisions, so the caller resumes at `main`.
+            if len(out) >= limit or (scan_rows_max is not None and scanned >= scan_rows_max):
+                return out, main
+            last_scanned = main
+        scanned += 1
         ok = logcur.next()
         if key:
             if range_end:
@@ -124,7 +130,6 @@ def collect_events(logcur, kvcur, rev: int, crev: int, start_rev: int, end_rev: 
                     continue
             elif k != key:
                 continue
-        last_main = main
         prefix = key_prefix(k)
         ckey = prefix + layout.version_suffix(main, sub)
         if not kvcur.set_key(ckey):
@@ -140,7 +145,7 @@ def collect_events(logcur, kvcur, rev: int, crev: int, start_rev: int, end_rev: 
             out.append(Event(_PUT, kv_from(prefix, ckey, rec, k), prev))
         else:
             out.append(Event(_DELETE, KeyValue(k, 0, main, 0, b"", 0), prev))
-    return out
+    return out, end + 1
 
 
 def hash_keyspace(kvcur, upto: int, crev: int) -> int:

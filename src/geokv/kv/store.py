@@ -97,6 +97,8 @@ COMPACT_NOOP_CHUNK_LOG_ROWS = 1024
 ``compaction_pending`` and the cluster is idle to finish a large compaction sooner."""
 EVENTS_LIMIT_DEFAULT = 10_000
 """Events one events() call returns at most (whole revisions only, see events())."""
+EVENTS_SCAN_ROWS_MAX = 100_000
+"""Change-log rows one events_page() call looks at, matching or not."""
 
 _STATE_KEY = b"state"
 _STATE = struct.Struct(">QQQQQ12s")  # applied, revision, compact_rev, compact_todo, data_bytes, compact_pos
@@ -172,6 +174,7 @@ class MVCCStore:
         self._meta = env.open_db(b"meta")
         self._dbs = {b"kv": self._kv, b"log": self._log, b"lease": self._lease, b"lease_keys": self._lkeys,
                      b"member": self._member, b"meta": self._meta}
+        env.reader_check()  # free reader slots left by crashed processes
         self._load_state()
 
     def _load_state(self) -> None:
@@ -668,7 +671,25 @@ class MVCCStore:
         with self.env.begin() as txn:
             rev, crev = self._read_state(txn)
             return collect_events(txn.cursor(self._log), txn.cursor(self._kv), rev, crev,
-                                  start_rev, end_rev, key, range_end, limit)
+                                  start_rev, end_rev, key, range_end, limit)[0]
+
+    def events_page(
+        self,
+        start_rev: int,
+        end_rev: int | None = None,
+        key: bytes = b"",
+        range_end: bytes = b"",
+        limit: int = EVENTS_LIMIT_DEFAULT,
+        scan_rows_max: int = EVENTS_SCAN_ROWS_MAX,
+    ) -> tuple[list[Event], int]:
+        """Like events(), but also bounds the change-log rows looked at (a narrow filter
+        over a long history) and returns (events, next_rev): every event before
+        next_rev has been returned, so the caller continues at next_rev; next_rev >
+        end_rev (or the current revision) means done."""
+        with self.env.begin() as txn:
+            rev, crev = self._read_state(txn)
+            return collect_events(txn.cursor(self._log), txn.cursor(self._kv), rev, crev,
+                                  start_rev, end_rev, key, range_end, limit, scan_rows_max)
 
     def leases(self) -> list[tuple[int, int]]:
         """(lease id, granted ttl) of every lease, by id."""
