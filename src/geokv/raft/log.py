@@ -171,6 +171,14 @@ class RaftLog:
 
     def find_conflict(self, ents: list[Entry]) -> int:
         """Index of the first entry that is new or conflicts with ours; 0 if none."""
+        if not ents:
+            return 0
+        first = ents[0]
+        if first.index > self.last_index():
+            return first.index  # all new: the common case on a healthy follower
+        last = ents[-1]
+        if self.match_term(last.index, last.term):
+            return 0  # Log Matching: the last one agrees, so all before it agree
         for e in ents:
             if not self.match_term(e.index, e.term):
                 return e.index
