@@ -34,6 +34,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import random
 import struct
 import time
@@ -51,7 +52,7 @@ from geokv.runtime import metrics
 from geokv.runtime.config import ServerConfig
 from geokv.runtime.leases import LeaseMixin
 from geokv.runtime.membership import MembershipMixin
-from geokv.runtime.transport import PeerUnavailable, Transport
+from geokv.runtime.transport import PeerUnavailable, Transport, discover_cluster_id
 
 log = logging.getLogger("geokv.member")
 
@@ -66,6 +67,8 @@ MAX_PROPOSE_ATTEMPTS = 8          # retries of a proposal Raft dropped locally
 MAX_COMMIT_SAMPLES = 1024         # (leader commit, time) samples for staleness
 SNAPSHOT_CATCHUP_ENTRIES = 5000   # entries kept in the WAL behind a snapshot
 REQUEST_TIMEOUT_BASE_S = 5.0      # etcd: 5 s + 2 * election timeout
+CLUSTER_ID_DISCOVERY_TIMEOUT_S = 30.0
+DRIVER_STOP_TIMEOUT_S = 10.0
 
 
 class _Dropped(Exception):
@@ -159,6 +162,7 @@ class Member(LeaseMixin, MembershipMixin):
 
             self.storage = await asyncio.to_thread(DiskRaftStorage.open, RealDisk(), cfg.wal_dir)
         self._bootstrap()
+        await self._resolve_cluster_id()
         self._build_rawnode()
         try:
             from geokv.runtime.watch import WatchHub
@@ -197,16 +201,14 @@ class Member(LeaseMixin, MembershipMixin):
         self._wake.set()
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks)
         if self._driver_task is not None:
-            try:
-                await asyncio.wait_for(self._driver_task, 10.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                pass
+            # The driver finishes its current turn (a WAL sync may be running in a thread).
+            done, _ = await asyncio.wait([self._driver_task], timeout=DRIVER_STOP_TIMEOUT_S)
+            if not done:
+                self._driver_task.cancel()
+                await asyncio.wait([self._driver_task])
         self._fail_all(errors.Stopped())
         if self.transport is not None:
             await self.transport.stop()
@@ -278,6 +280,32 @@ class Member(LeaseMixin, MembershipMixin):
         self.commit_index = hs.commit
         self.applied_index = snap.metadata.index
         self._reload_leases()
+
+    async def _resolve_cluster_id(self) -> None:
+        """A member that joined an existing cluster learns the cluster id from its peers
+        (its own --initial-cluster differs from the founders') and keeps it on disk."""
+        if self.config.initial_cluster_state != "existing":
+            return
+        path = os.path.join(self.config.data_dir, "member", "cluster_id")
+        try:
+            with open(path) as f:
+                self.cluster_id = int(f.read().strip(), 16)
+                return
+        except (OSError, ValueError):
+            pass
+        urls = [u for r in self._initial_member_records() if r["id"] != self.id for u in r["peer_urls"]]
+        try:
+            cid = await discover_cluster_id(urls, self.id, CLUSTER_ID_DISCOVERY_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise errors.Unhealthy(f"etcdserver: cannot join the existing cluster: {exc}") from None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{cid:x}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.cluster_id = cid
 
     def _build_rawnode(self) -> None:
         try:
@@ -466,9 +494,29 @@ class Member(LeaseMixin, MembershipMixin):
             self.storage.sync()
             metrics.wal_fsync_seconds.observe(time.perf_counter() - t0)
 
+    def _merged_snapshot(self, original: Snapshot) -> Snapshot:
+        """The snapshot to send a follower: the store as applied right now (etcd's
+        "merged snapshot"), so it includes members added after the last stored snapshot
+        (a new member refuses a snapshot whose configuration does not name it)."""
+        index = self.applied_index
+        if index <= original.metadata.index:
+            return original
+        try:
+            term = self.storage.term(index)
+        except Exception:
+            return original
+        buf = io.BytesIO()
+        self.store.snapshot(buf)
+        return Snapshot(SnapshotMetadata(index, term, self.conf_state), buf.getvalue())
+
     def _send(self, msgs: list[Message]) -> None:
         out = []
+        merged = None
         for m in msgs:
+            if m.type == MessageType.SNAP and m.snapshot is not None:
+                if merged is None:
+                    merged = self._merged_snapshot(m.snapshot)
+                m.snapshot = merged
             if m.to == self.id:
                 self._inbox.append(m)
                 self._wake.set()

@@ -50,6 +50,7 @@ RECONNECT_BACKOFF_MIN_S = 0.05
 RECONNECT_BACKOFF_MAX_S = 2.0
 HELLO_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
+STOP_WAIT_S = 2.0
 RTT_SAMPLES_MAX = 64
 RTT_EWMA_ALPHA = 0.2
 
@@ -152,6 +153,8 @@ class _Peer:
         self.connected = False
         self.rtt = _RTT()
         self.dropped_msgs = 0
+        self.closing = False
+        self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task | None = None
         self.ping_task: asyncio.Task | None = None
         self._ping_seq = itertools.count(1)
@@ -168,15 +171,14 @@ class _Peer:
         self.ping_task = asyncio.create_task(self._pinger(), name=f"ping-{self.id:x}")
 
     async def close(self) -> None:
-        for task in (self.task, self.ping_task):
-            if task is not None:
-                task.cancel()
-        for task in (self.task, self.ping_task):
-            if task is not None:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        self.closing = True
+        tasks = [t for t in (self.task, self.ping_task) if t is not None]
+        if self.writer is not None:
+            self.writer.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
         self._fail_calls(errors.Stopped())
 
     # --- enqueue (never blocks) ---------------------------------------------------
@@ -218,12 +220,13 @@ class _Peer:
     # --- writer ---------------------------------------------------------------------
     async def _run(self) -> None:
         backoff = RECONNECT_BACKOFF_MIN_S
-        while True:
+        while not self.closing:
             writer = None
             try:
                 host, port = self.t._resolve(self.url)
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+                self.writer = writer
                 writer.write(pack_frame(self.t._hello()))
                 await writer.drain()
                 hello = await asyncio.wait_for(read_frame(reader, self.t.max_frame_bytes), HELLO_TIMEOUT_S)
@@ -235,10 +238,9 @@ class _Peer:
                     await self._write_loop(writer, read_task)
                 finally:
                     read_task.cancel()
-                    try:
-                        await read_task
-                    except (asyncio.CancelledError, Exception):
-                        pass
+                    # asyncio.wait never raises the reader's error, but does raise if
+                    # *we* are being cancelled: our own cancellation must not be lost.
+                    await asyncio.wait([read_task])
             except asyncio.CancelledError:
                 if writer is not None:
                     writer.close()
@@ -378,6 +380,7 @@ class Transport:
         self._peer_info: dict[int, tuple[str, str, str]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task] = set()
+        self._conn_writers: set[asyncio.StreamWriter] = set()
         self._call_ids = itertools.count(1)
         self.bad_frames = 0
         self.frames_in = 0
@@ -394,13 +397,13 @@ class Transport:
         for p in list(self._peers.values()):
             await p.close()
         self._peers.clear()
-        for task in list(self._conns):
+        for w in list(self._conn_writers):
+            w.close()  # the connection's reader sees EOF even if a cancel gets lost
+        conns = list(self._conns)
+        for task in conns:
             task.cancel()
-        for task in list(self._conns):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if conns:
+            await asyncio.wait(conns, timeout=STOP_WAIT_S)
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -491,6 +494,7 @@ class Transport:
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._conns.add(task)
+        self._conn_writers.add(writer)
         peername = writer.get_extra_info("peername")
         out_q: asyncio.Queue = asyncio.Queue(MAX_REPLY_QUEUE_ITEMS)
         wtask: asyncio.Task | None = None
@@ -499,6 +503,12 @@ class Transport:
             hello = await asyncio.wait_for(read_frame(reader, self.max_frame_bytes), HELLO_TIMEOUT_S)
             if len(hello) < 6 or hello[0] != HELLO or type(hello[2]) is not int:
                 raise FrameError("expected a hello frame")
+            if hello[1] == 0:
+                # Cluster id discovery by a member joining an existing cluster: answer
+                # with our hello and close.
+                writer.write(pack_frame(self._hello()))
+                await writer.drain()
+                return
             if hello[1] != self.cluster_id:
                 raise FrameError(f"hello from cluster {hello[1]!r}, ours is {self.cluster_id:x}")
             peer_id = hello[2]
@@ -561,6 +571,7 @@ class Transport:
                 wtask.cancel()
             writer.close()
             self._conns.discard(task)
+            self._conn_writers.discard(writer)
 
     def _delay_to(self, region: str) -> float:
         if self.outbound_delay_s is None or not region:
@@ -597,6 +608,34 @@ class Transport:
         except Exception as exc:  # a bug in a handler must not kill the connection
             log.exception("forwarded call %r failed", method)
             reply([REPLY, call_id, False, ["GeoKVError", f"etcdserver: internal error: {exc!r}"]])
+
+
+async def discover_cluster_id(peer_urls: list[str], member_id: int, timeout_s: float) -> int:
+    """Ask the members at ``peer_urls`` for their cluster id (a joining member needs it)."""
+    from geokv.runtime.config import url_host_port
+
+    deadline = time.monotonic() + timeout_s
+    backoff = RECONNECT_BACKOFF_MIN_S
+    while True:
+        for url in peer_urls:
+            writer = None
+            try:
+                host, port = url_host_port(url)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+                writer.write(pack_frame([HELLO, 0, member_id, "", "", ""]))
+                await writer.drain()
+                hello = await asyncio.wait_for(read_frame(reader, 1 << 16), HELLO_TIMEOUT_S)
+                if len(hello) >= 6 and hello[0] == HELLO and type(hello[1]) is int and hello[1]:
+                    return hello[1]
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError):
+                pass
+            finally:
+                if writer is not None:
+                    writer.close()
+        if time.monotonic() + backoff > deadline:
+            raise TimeoutError(f"no peer among {peer_urls} told us the cluster id")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
 
 
 class PeerClient:
