@@ -133,7 +133,7 @@ class Watcher:
         # The store cuts pages only between revisions, so the last revision is whole.
         upto = events[-1].kv.mod_revision if len(events) >= CATCHUP_EVENTS_MAX else current
         out = self._filter(events)
-        self.next_rev = upto + 2
+        self.next_rev = upto + 1
         if upto >= current:
             self._synced = True
         return out, upto
