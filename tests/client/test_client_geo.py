@@ -42,3 +42,37 @@ def test_regions_are_reported_by_status(geo_cluster):
     endpoints = [parse_endpoint(e) for e in geo_cluster.endpoints]
     with Client(endpoints, timeout_s=5) as c:
         assert [s.region for s in c.statuses()] == REGIONS
+
+
+def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(tmp_path):
+    """'etcdserver: no leader' is returned before execution, so the client may resend."""
+    import threading
+    import time
+
+    from geokv.testing.cluster import LocalCluster
+
+    c = LocalCluster(3, str(tmp_path), start=False)
+    try:
+        for i in range(3):
+            c._spawn(i)
+        c.wait_ready()
+        c.kill(1)
+        c.kill(2)
+        survivor = parse_endpoint(c.endpoints[0])
+        deadline = time.monotonic() + 20
+        while c.status(0).leader != 0:  # the survivor notices it has lost its quorum
+            assert time.monotonic() < deadline, "survivor kept a leader without a quorum"
+            time.sleep(0.1)
+        with Client([survivor], timeout_s=30) as client:
+            restarter = threading.Timer(1.5, c.restart, args=(1,))
+            restarter.start()
+            try:
+                client.put("/noleader/counter", "1")
+            finally:
+                restarter.join()
+            stats = client.statistics()
+            assert stats.refused_before_execution >= 1 and stats.outcome_unknown == 0
+            got = client.get("/noleader/counter")
+            assert got.kvs[0].version == 1  # applied exactly once
+    finally:
+        c.stop()

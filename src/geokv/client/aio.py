@@ -92,6 +92,17 @@ def parse_endpoint(endpoint: str) -> str:
 
 
 @dataclass(slots=True)
+class ClientStatistics:
+    """What the failover logic did: requests sent and why any were sent again."""
+
+    sent: int = 0                      # requests that reached a connected channel
+    not_connected: int = 0             # attempts skipped: no connection, nothing sent
+    refused_before_execution: int = 0  # "no leader", "too many requests", ...: safe to resend
+    read_retries: int = 0              # reads sent again after a transport failure
+    outcome_unknown: int = 0           # writes given up as unknown (never resent)
+
+
+@dataclass(slots=True)
 class _Endpoint:
     address: str
     channel: grpc.aio.Channel | None = None
@@ -136,6 +147,11 @@ class AsyncClient:
             self._wan = _wan.WanEmulator(_wan.default_rtt_table(), region)
         self._regions_learned = False
         self._closed = False
+        self._stats = ClientStatistics()
+
+    def statistics(self) -> ClientStatistics:
+        """Counters of attempts and retries since the client was made (a live object)."""
+        return self._stats
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> AsyncClient:
@@ -260,6 +276,7 @@ class AsyncClient:
                 break
             if not await self._connect(ep, remaining):
                 last_error = f"{ep.address}: cannot connect"
+                self._stats.not_connected += 1
                 self._rotate(ep)
                 if not targets and attempt % len(self._endpoints) != len(self._endpoints) - 1:
                     continue  # try the other endpoints at once; back off after a full round
@@ -274,6 +291,7 @@ class AsyncClient:
                 # A read may give up on a hung endpoint early and ask the next one; a write
                 # gets the whole remaining budget, since giving up would leave it unknown.
                 attempt_s = min(remaining, max(budget_s * READ_ATTEMPT_FRACTION, 0.2)) if idempotent else remaining
+                self._stats.sent += 1
                 resp = await getattr(self._stub(ep, kind), method)(request, timeout=attempt_s, metadata=metadata)
                 await self._wan_delay(ep)
                 return resp
@@ -283,21 +301,26 @@ class AsyncClient:
                     if details in cerr.WRITE_SAFE_RETRY_MESSAGES:
                         last_exc = cerr.from_rpc_error(e)
                         last_error = f"{ep.address}: {details}"
+                        self._stats.refused_before_execution += 1
                     elif idempotent and code in cerr.READ_RETRY_CODES:
                         last_exc = cerr.from_rpc_error(e)
                         last_error = f"{ep.address}: {details}"
+                        self._stats.read_retries += 1
                     elif not idempotent and details in cerr.WRITE_UNKNOWN_MESSAGES:
+                        self._stats.outcome_unknown += 1
                         raise cerr.OutcomeUnknown(op_name, ep.address, details) from None
                     else:
                         raise cerr.from_rpc_error(e) from None
                 else:
                     cause = f"{code.name}: {details}" if details else code.name
                     if not idempotent:
+                        self._stats.outcome_unknown += 1
                         raise cerr.OutcomeUnknown(op_name, ep.address, cause) from None
                     if code not in cerr.READ_RETRY_CODES:
                         raise cerr.from_rpc_error(e) from None
                     last_error = f"{ep.address}: {cause}"
                     last_exc = None
+                    self._stats.read_retries += 1
                 self._rotate(ep)
                 await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)

@@ -93,6 +93,9 @@ class Client:
     def timeout_s(self) -> float:
         return self._aio.timeout_s
 
+    def statistics(self) -> Any:
+        return self._aio.statistics()
+
     # ---- methods with a shape of their own -------------------------------------------------
     def txn(self, *, timeout_s: float | None = None) -> Txn:
         inner = self._aio.txn(timeout_s=timeout_s)
