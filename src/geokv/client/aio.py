@@ -211,6 +211,8 @@ class AsyncClient:
         """True once the endpoint's channel is ready (nothing is sent before that)."""
         self._stub(ep, "KV")
         assert ep.channel is not None
+        if ep.channel.get_state() is grpc.ChannelConnectivity.READY:
+            return True  # the common case, without a timer
         try:
             await asyncio.wait_for(ep.channel.channel_ready(), timeout=max(0.001, min(budget_s, self.connect_timeout_s)))
             return True
