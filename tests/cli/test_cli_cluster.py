@@ -63,6 +63,23 @@ def test_cluster_up_serves_requests_and_cluster_down_stops_every_process(tmp_pat
         assert sorted(s["Status"]["region"] for s in status) == ["ap-south", "eu-west", "us-east"]
         assert sum(1 for s in status if s["Status"]["leader"] == s["Status"]["header"]["member_id"]) == 1
 
+        leader = status[0]["Status"]["leader"]
+        members = json.loads(cli("-w", "json", "member", "list").stdout)["members"]
+        target = next(m["ID"] for m in members if m["ID"] != leader)
+        moved = cli("move-leader", f"{target:x}")
+        assert moved.returncode == 0 and moved.stdout == f"Leadership transferred from {leader:x} to {target:x}\n"
+        rtt = cli("endpoint", "rtt", "--count", "3")
+        assert rtt.returncode == 0 and "us-east" in rtt.stdout and "P50 MS" in rtt.stdout
+
+        # Without a quorum a write fails with one clear line, not a traceback.
+        for pid in pids[1:]:
+            os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pids[1:]) == []
+        lost = Cli(endpoints[:1])("--timeout", "2s", "put", "k", "v")
+        assert lost.returncode == 1 and "Traceback" not in lost.stderr
+        assert lost.stderr.startswith("Error: ") and len(lost.stderr.strip().splitlines()) == 1
+        assert "no leader" in lost.stderr or "outcome unknown" in lost.stderr or "deadline" in lost.stderr
+
         # A second `up` in the same dir refuses clearly.
         again = cli("cluster", "up", "-n", "1", "--base-dir", base, endpoints=False)
         assert again.returncode == 1 and "already running" in again.stderr and "Traceback" not in again.stderr

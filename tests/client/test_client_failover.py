@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -95,3 +96,17 @@ def test_reads_and_writes_continue_when_the_current_endpoint_is_killed(cluster3,
         assert c.current_endpoint != first
         c.put(prefix + "k", "after")
         assert c.get(prefix + "k").value == b"after"
+
+
+def test_move_leader_transfers_leadership_to_the_chosen_member(cluster3):
+    with Client(cluster3.endpoints, timeout_s=8) as c:
+        before = c.status()
+        target = next(m.id for m in c.member_list() if m.id != before.leader)
+        c.move_leader(target)
+        assert c.status(c.leader_endpoint()).header.member_id == target
+        deadline = time.monotonic() + 5.0  # followers learn of the new leader by its next heartbeat
+        while not all(s.leader == target for s in c.statuses()):
+            assert time.monotonic() < deadline, [s.leader for s in c.statuses()]
+            time.sleep(0.05)
+        c.put("/moved", "yes")  # the new leader takes writes
+        assert c.get("/moved").value == b"yes"

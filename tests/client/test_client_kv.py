@@ -245,3 +245,19 @@ def test_election_campaign_leader_proclaim_observe_resign(client, prefix):
     client.resign(leader_key)
     assert client.leader(name) is None
     client.lease_revoke(lease)
+
+
+def test_member_add_learner_promote_refused_then_remove(client):
+    from etcdproc import free_port
+
+    peer = f"http://127.0.0.1:{free_port()}"
+    added, members = client.member_add([peer], is_learner=True)
+    assert added.is_learner and added.peer_urls == [peer]
+    assert added.id in [m.id for m in members]
+    assert added.id in [m.id for m in client.member_list()]
+    with pytest.raises(errors.LearnerNotReady):
+        client.member_promote(added.id)  # it never started, so it is not in sync
+    remaining = client.member_remove(added.id)
+    assert added.id not in [m.id for m in remaining]
+    with pytest.raises(errors.MemberNotFound):
+        client.member_remove(added.id)
