@@ -93,3 +93,10 @@ def test_dataclass_defaults_are_independent():
     a, b = ServerConfig(), ServerConfig()
     a.listen_client_urls.append("http://x:1")
     assert b.listen_client_urls == ["http://localhost:2379"]
+
+
+def test_listen_urls_alone_set_advertised_urls_and_initial_cluster():
+    cfg = parse_args(["--listen-peer-urls", "http://127.0.0.1:9", "--listen-client-urls", "http://127.0.0.1:8"])
+    assert cfg.initial_advertise_peer_urls == ["http://127.0.0.1:9"]
+    assert cfg.advertise_client_urls == ["http://127.0.0.1:8"]
+    assert cfg.initial_cluster == "default=http://127.0.0.1:9"

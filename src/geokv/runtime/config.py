@@ -264,12 +264,12 @@ def finish(cfg: ServerConfig, explicit: set[str] | frozenset = frozenset()) -> S
         raise ConfigError("--name must not be empty")
     if not cfg.data_dir:
         cfg.data_dir = f"{cfg.name}.geokv"
-    if not cfg.initial_cluster:
-        cfg.initial_cluster = ",".join(f"{cfg.name}={u}" for u in cfg.initial_advertise_peer_urls)
     if "advertise-client-urls" not in explicit and "listen-client-urls" in explicit:
         cfg.advertise_client_urls = list(cfg.listen_client_urls)
     if "initial-advertise-peer-urls" not in explicit and "listen-peer-urls" in explicit:
         cfg.initial_advertise_peer_urls = list(cfg.listen_peer_urls)
+    if not cfg.initial_cluster:
+        cfg.initial_cluster = ",".join(f"{cfg.name}={u}" for u in cfg.initial_advertise_peer_urls)
     return validate(cfg)
 
 
