@@ -169,3 +169,15 @@ def test_elect_campaigns_until_interrupted_then_resigns(cli, prefix):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_serve_demo_and_wal_repair_hand_their_flags_to_their_own_parsers(tmp_path):
+    from cli_runner import Cli
+
+    run = Cli([])
+    serve = run("serve", "--help", endpoints=False)
+    assert serve.returncode == 0 and "--initial-cluster" in serve.stdout
+    demo = run("demo", "--help", endpoints=False)
+    assert demo.returncode == 0 and "--regions" in demo.stdout
+    repair = run("wal", "repair", str(tmp_path), endpoints=False)
+    assert repair.returncode == 2 and "no geokv storage" in repair.stderr and "Traceback" not in repair.stderr

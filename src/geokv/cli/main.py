@@ -209,10 +209,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Global flags that take a value (so the command word can be found before parsing).
+_VALUE_FLAGS = frozenset({"--endpoints", "-w", "--write-out", "--read-mode", "--max-staleness-ms", "--timeout",
+                          "--region"})
+#: Commands whose remaining arguments belong to another program's parser.
+_DELEGATED = {
+    ("serve",): ("geokv.runtime.serve", "the geokv server (geokv.runtime.serve)"),
+    ("demo",): ("geokv.geo.demo", "the demo (geokv.geo.demo)"),
+    ("wal", "repair"): ("geokv.storage.repair", "WAL repair (geokv.storage.repair)"),
+}
+
+
+def _split_delegated(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
+    """(command words, rest) if argv names a delegated command, else None."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _VALUE_FLAGS:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        for words in _DELEGATED:
+            if tuple(argv[i:i + len(words)]) == words:
+                return words, argv[i + len(words):]
+        return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
+        delegated = _split_delegated(argv)
+        if delegated is not None:
+            words, rest = delegated
+            module, what = _DELEGATED[words]
+            return _delegate(module, "main", rest, what)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
@@ -234,14 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
-    if args.command == "serve":
-        return _delegate("geokv.runtime.serve", "main", args.args, "the geokv server (geokv.runtime.serve)")
-    if args.command == "demo":
-        return _delegate("geokv.geo.demo", "main", args.args, "the demo (geokv.geo.demo)")
-    if args.command == "wal":
-        if args.wal_cmd != "repair":
-            raise UserError("usage: geokv wal repair DATA_DIR")
-        return _delegate("geokv.storage.repair", "main", args.args, "WAL repair (geokv.storage.repair)")
+    if args.command in ("serve", "demo", "wal"):  # serve/demo/wal repair are split off before parsing
+        raise UserError("usage: geokv wal repair [--truncate-at-corruption] DATA_DIR")
     if args.command == "cluster":
         from geokv.cli import cluster
 
