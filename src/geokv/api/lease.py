@@ -16,7 +16,6 @@ from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 log = logging.getLogger("geokv.api.lease")
 
-KEEPALIVE_INFLIGHT_MAX = 64  # keep-alive requests being renewed at once on one stream
 
 
 def _field(obj: Any, name: str, default: Any = 0) -> Any:
@@ -53,6 +52,8 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         return rpc_pb2.LeaseRevokeResponse(header=self._header(_field(res, "revision", None)))
 
     async def LeaseKeepAlive(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        """One renewal at a time per stream: gRPC's flow control bounds what a client
+        can queue, and each answer goes out before the next request is read."""
         try:
             async for req in request_iterator:
                 try:
