@@ -25,9 +25,10 @@ is always "everything up to ``applied_index``":
 Determinism.  Every replica applies the same commands in the same order with the same
 results, byte-identical database contents included.  Compaction is logical at once
 (older reads fail from the Compact command on) and physical in bounded chunks: after
-each applied command at most ``compact_chunk_log_rows`` change-log rows are processed
-(``compact_noop_chunk_log_rows`` after a Noop), so it never holds the write path for
-long and its progress depends only on the log.  The space quota is checked against a
+each applied command at most ``compact_chunk_log_rows`` change-log rows per key the
+command changed are processed (``compact_noop_chunk_log_rows`` after a Noop, and never
+more than that), so it keeps up with writes without holding them for long, and its
+progress depends only on the log.  The space quota is checked against a
 logical byte count kept in the same transaction, not against the file size.
 
 Limits.  Keys are at most ``types.MAX_KEY_BYTES`` (480) bytes, NUL bytes counting
@@ -88,13 +89,14 @@ QUOTA_BYTES_DEFAULT = 8 << 30
 """Logical bytes (keys + records + change log) above which writes get NoSpace."""
 MAP_SIZE_PER_QUOTA = 4
 """LMDB map size is this many times the quota (B-tree pages carry overhead)."""
-COMPACT_CHUNK_LOG_ROWS = 8
-"""Change-log rows the pending compaction may process after each applied command: a
-few times the one superseded version a write creates, so compaction keeps up with a
-steady write load while adding little to each write."""
+COMPACT_CHUNK_LOG_ROWS = 2
+"""Change-log rows a pending compaction processes after an applied command, per key the
+command changed (at least one): twice the rows the command adds, so compaction keeps
+up with any write load while adding a bounded amount of work to each command."""
 COMPACT_NOOP_CHUNK_LOG_ROWS = 1024
-"""Rows processed after a Noop: the runtime may propose Noops while
-``compaction_pending`` and the cluster is idle to finish a large compaction sooner."""
+"""Rows processed after a Noop, and the most after any command: the runtime may
+propose Noops while ``compaction_pending`` and the cluster is idle to finish a large
+compaction sooner."""
 EVENTS_LIMIT_DEFAULT = 10_000
 """Events one events() call returns at most (whole revisions only, see events())."""
 EVENTS_SCAN_ROWS_MAX = 100_000
@@ -297,13 +299,16 @@ class MVCCStore:
                     except errors.GeoKVError as e:
                         assert self._sub == 0, "a user error after a write would leave a partial command"
                         result = e
-                    if self._sub:
+                    changes = self._sub
+                    if changes:
                         self._rev = self._wrev
                     self._applied = index
                     if self._ctodo:
-                        self._compact_chunk(
-                            self.compact_noop_chunk_log_rows if type(cmd) is Noop else self.compact_chunk_log_rows
-                        )
+                        noop_rows = self.compact_noop_chunk_log_rows
+                        if type(cmd) is Noop:
+                            self._compact_chunk(noop_rows)
+                        else:
+                            self._compact_chunk(min(noop_rows, self.compact_chunk_log_rows * (changes or 1)))
                     out.append((result, events))
                 txn.put(_STATE_KEY, self._state_bytes(), db=self._meta)
         except BaseException:
