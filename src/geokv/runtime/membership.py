@@ -144,7 +144,9 @@ class MembershipMixin:
         return self.members()
 
     async def member_promote(self, member_id: int, *, timeout_s: float | None = None) -> list[dict]:
-        await self._on_leader("member_promote", member_id, self._member_promote_local, timeout_s=timeout_s)
+        deadline = self._deadline(timeout_s)
+        index = await self._on_leader("member_promote", member_id, self._member_promote_local, timeout_s=timeout_s)
+        await self._wait_applied(int(index or 0), deadline)  # answer with the promoted table
         return self.members()
 
     async def _member_promote_local(self, member_id: int, deadline: float):
@@ -162,7 +164,7 @@ class MembershipMixin:
             raise errors.LearnerNotReady()
         rec = dict(rec, is_learner=False)
         await self._propose_conf((ConfChangeSingle(ConfChangeType.ADD_NODE, member_id),), rec, deadline)
-        return None
+        return self.applied_index
 
     # --- attribute publish ----------------------------------------------------------
     async def _run_publish(self) -> None:
