@@ -377,25 +377,26 @@ class Simulation:
             return
         if cs.voters_outgoing:
             return  # auto-leave in progress
-        options = []
-        if len(self.nodes) < self.cfg.nodes_max:
-            options.append("add_learner")
-        if learners and len(voters) < 7:
-            options.append("promote")
-        if len(voters) > 3:
-            options.append("remove_voter")
-        if learners:
-            options.append("remove_learner")
-        if learners and len(voters) >= 3:
-            options.append("replace_joint")
+        # (option, weight): joint changes are weighted up, they are where bugs hide.
+        room = len(self.nodes) < self.cfg.nodes_max
+        options = [
+            ("add_learner", 2 if room else 0),
+            ("promote", 1 if learners and len(voters) < 7 else 0),
+            ("remove_voter", 1 if len(voters) > 3 else 0),
+            ("remove_learner", 1 if learners else 0),
+            ("replace_joint", 3 if learners and len(voters) >= 3 else 0),
+            ("swap_new_voter_joint", 2 if room and len(voters) >= 3 else 0),
+        ]
+        options = [(o, w) for o, w in options if w]
         if not options:
             return
-        choice = rng.choice(options)
+        choice = rng.choices([o for o, _ in options], [w for _, w in options])[0]
         transition = ConfChangeTransition.AUTO
-        if choice == "add_learner":
+        if choice in ("add_learner", "swap_new_voter_joint"):
             nid = self.next_node_id
             self.next_node_id += 1
             self._add_node(nid, ())
+        if choice == "add_learner":
             changes = (ConfChangeSingle(L, nid),)
         elif choice == "promote":
             changes = (ConfChangeSingle(A, rng.choice(learners)),)
@@ -404,8 +405,8 @@ class Simulation:
         elif choice == "remove_learner":
             changes = (ConfChangeSingle(R, rng.choice(learners)),)
         else:
-            changes = (ConfChangeSingle(A, rng.choice(learners)),
-                       ConfChangeSingle(R, rng.choice(voters)))
+            incoming = nid if choice == "swap_new_voter_joint" else rng.choice(learners)
+            changes = (ConfChangeSingle(A, incoming), ConfChangeSingle(R, rng.choice(voters)))
             transition = rng.choice(list(ConfChangeTransition))
         cc = ConfChange(changes, transition)
         self.fault(f"member change via n{leader.id}: {_cc_str(cc)}")
