@@ -105,6 +105,7 @@ class Member(LeaseMixin, MembershipMixin):
         self._own_store = store is None
         self.outbound_delay_s = outbound_delay_s
         self.snapshot_catchup_entries = snapshot_catchup_entries
+        self.overlap_apply_with_fsync = True
         self.heartbeat_s = config.heartbeat_interval_ms / 1000.0
         self.election_s = config.election_timeout_ms / 1000.0
         self.request_timeout_s = request_timeout_s or (REQUEST_TIMEOUT_BASE_S + 2 * self.election_s)
@@ -462,9 +463,21 @@ class Member(LeaseMixin, MembershipMixin):
         if rd.messages:
             self._send(rd.messages)
         snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
+        applied_early = False
         if rd.hard_state is not None or rd.entries or snap is not None:
             if getattr(self.storage, "sync_in_thread", True):
-                await asyncio.to_thread(self._persist, rd.hard_state, rd.entries, snap, rd.must_sync or snap is not None)
+                persist = asyncio.get_running_loop().run_in_executor(
+                    None, self._persist, rd.hard_state, rd.entries, snap, rd.must_sync or snap is not None)
+                # Committed entries are durable on a quorum already, so (as etcd does) they
+                # are applied while the local fsync runs. Not with a snapshot or a conf
+                # change in the batch: those touch the Raft storage or the RawNode, which
+                # the persisting thread may be using.
+                if (snap is None and rd.committed_entries and rd.hard_state is not None
+                        and self.overlap_apply_with_fsync
+                        and not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)):
+                    self._apply_entries(rd.committed_entries, rd.hard_state)
+                    applied_early = True
+                await persist
             else:
                 self._persist(rd.hard_state, rd.entries, snap, rd.must_sync)
         if rd.hard_state is not None:
@@ -485,7 +498,10 @@ class Member(LeaseMixin, MembershipMixin):
                     if not fut.done():
                         fut.set_result(rs.index)
         if rd.committed_entries:
-            await self._apply(rd.committed_entries)
+            if not applied_early:
+                self._apply_entries(rd.committed_entries, rd.hard_state)
+            if self.applied_index - self.snapshot_index >= self.config.snapshot_count:
+                await self._create_snapshot()
 
     def _persist(self, hs, entries, snap, must_sync: bool) -> None:
         self.storage.save(hs, entries, snap)
@@ -560,7 +576,10 @@ class Member(LeaseMixin, MembershipMixin):
         self._wake_apply_waiters()
 
     # --- apply ------------------------------------------------------------------------
-    async def _apply(self, ents) -> None:
+    def _apply_entries(self, ents, hs) -> None:
+        """Apply committed entries (one LMDB txn), resolve their requests. No await."""
+        if hs is not None and hs.term > self.term:
+            self.term = hs.term
         t0 = time.perf_counter()
         store = self.store
         store_applied = store.applied_index
@@ -644,8 +663,6 @@ class Member(LeaseMixin, MembershipMixin):
         self._wake_apply_waiters()
         metrics.apply_seconds.observe(time.perf_counter() - t0)
         metrics.proposals_pending.set(len(self._pending))
-        if self.applied_index - self.snapshot_index >= self.config.snapshot_count:
-            await self._create_snapshot()
 
     def _wake_apply_waiters(self) -> None:
         w = self._apply_waiters
