@@ -53,7 +53,7 @@ import msgpack
 from geokv import errors
 from geokv.kv import layout
 from geokv.kv.compaction import compact_chunk
-from geokv.kv.layout import HDR, HDR_BYTES, M64, key_prefix, scan_live
+from geokv.kv.layout import HDR, HDR_BYTES, M32, M64, key_prefix, scan_live
 from geokv.kv.reads import collect_events, hash_keyspace, kv_from, range_kvs
 from geokv.kv.types import (
     MAX_KEY_BYTES,
@@ -112,6 +112,7 @@ _EVENT_DELETE = 1
 _hdr_unpack_from = HDR.unpack_from
 _hdr_pack = HDR.pack
 _version_suffix = layout.version_suffix
+_rev_pack = layout.REV.pack
 _inv_main_from = struct.Struct(">Q").unpack_from
 _MAX_PREFIX_BYTES = MAX_KEY_BYTES + 2  # escaped key plus terminator
 _log_key = layout.log_key
@@ -337,7 +338,7 @@ class MVCCStore:
     def _put(self, p: Put) -> KeyValue | None:
         """Write one put at (self._wrev, self._sub); returns the previous live kv."""
         key = p.key
-        prefix = key_prefix(key)
+        prefix = key.replace(b"\x00", b"\x00\xff") + b"\x00\x00"  # layout.key_prefix, inlined
         if len(prefix) > _MAX_PREFIX_BYTES:
             raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
         cur = self._cur
@@ -365,12 +366,13 @@ class MVCCStore:
         lease = old_lease if p.ignore_lease else p.lease
         sub = self._sub
         txn = self._txn
-        ckey = prefix + _version_suffix(rev, sub)
+        ckey = prefix + _rev_pack(M64 - rev, M32 - sub)  # layout.version_suffix, inlined
         rec = _hdr_pack(create, version, lease) + value
         txn.put(ckey, rec, db=self._kv)
-        lkey = _log_key(rev, sub)
-        txn.put(lkey, key, db=self._log)
-        self._data_bytes += len(ckey) + len(rec) + len(lkey) + len(key)
+        # Log keys only grow, so appending fills pages instead of splitting them.
+        if not txn.put(_rev_pack(rev, sub), key, db=self._log, append=True):
+            raise AssertionError(f"change-log row {rev}/{sub} is not after the last one")
+        self._data_bytes += len(ckey) + len(rec) + 12 + len(key)
         if lease != old_lease:
             if old_lease:
                 txn.delete(_ID.pack(old_lease) + key, db=self._lkeys)
@@ -407,9 +409,9 @@ class MVCCStore:
         txn = self._txn
         ckey = prefix + _version_suffix(rev, sub)
         txn.put(ckey, b"", db=self._kv)
-        lkey = _log_key(rev, sub)
-        txn.put(lkey, kv.key, db=self._log)
-        self._data_bytes += len(ckey) + len(lkey) + len(kv.key)
+        if not txn.put(_rev_pack(rev, sub), kv.key, db=self._log, append=True):
+            raise AssertionError(f"change-log row {rev}/{sub} is not after the last one")
+        self._data_bytes += len(ckey) + 12 + len(kv.key)
         if kv.lease:
             txn.delete(_ID.pack(kv.lease) + kv.key, db=self._lkeys)
         self._sub = sub + 1
