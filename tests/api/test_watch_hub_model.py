@@ -43,16 +43,16 @@ def matches(key: bytes, lo: bytes, hi: bytes) -> bool:
 
 @settings(max_examples=100, deadline=None)
 @given(prefix=st.lists(st.tuples(st.just("write"), writes), min_size=1, max_size=4), plan=steps,
-       queue_max=st.integers(1, 4), page=st.integers(1, 5))
-def test_every_watcher_gets_exactly_its_history(prefix, plan, queue_max, page):
+       queue_max=st.integers(1, 4), page=st.integers(1, 5), page_bytes=st.integers(0, 6))
+def test_every_watcher_gets_exactly_its_history(prefix, plan, queue_max, page, page_bytes):
     plan = prefix + plan
-    old = (watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX)
-    watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX = queue_max, page
+    old = (watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX, watch.CATCHUP_PAGE_BYTES_MAX)
+    watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX, watch.CATCHUP_PAGE_BYTES_MAX = queue_max, page, page_bytes
     try:
         with tempfile.TemporaryDirectory() as d:
             asyncio.run(_run(plan, d))
     finally:
-        watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX = old
+        watch.WATCHER_QUEUE_BATCHES_MAX, watch.CATCHUP_EVENTS_MAX, watch.CATCHUP_PAGE_BYTES_MAX = old
 
 
 async def _run(plan, path: str) -> None:

@@ -32,11 +32,15 @@ def kv(ch) -> rpc_pb2_grpc.KVStub:
 class WatchStream:
     """A Watch RPC driven from the test thread: send requests, read responses with a bound."""
 
-    def __init__(self, ch) -> None:
+    def __init__(self, ch, reading: bool = True) -> None:
         self.requests: queue.Queue = queue.Queue()
         self.responses: queue.Queue = queue.Queue()
         self.call = rpc_pb2_grpc.WatchStub(ch).Watch(iter(self.requests.get, None))
         self.thread = threading.Thread(target=self._pump, daemon=True)
+        if reading:
+            self.thread.start()
+
+    def start_reading(self) -> None:
         self.thread.start()
 
     def _pump(self) -> None:
@@ -55,7 +59,8 @@ class WatchStream:
     def close(self) -> None:
         self.requests.put(None)
         self.call.cancel()
-        self.thread.join(STREAM_WAIT_S)
+        if self.thread.is_alive():
+            self.thread.join(STREAM_WAIT_S)
 
 
 def put(ch, key: bytes, value: bytes, **kw) -> int:
@@ -270,3 +275,41 @@ def test_read_only_txn_is_served_without_a_new_raft_entry(cluster, chans):
     put(chans[2], b"ro/a", b"changed")
     r = kv(chans[1]).Txn(req, timeout=RPC_TIMEOUT_S)
     assert not r.succeeded and r.responses[0].response_range.kvs[0].value == b"2"
+
+
+def metric(url: str, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_a_client_that_stops_reading_still_gets_every_event_in_order(cluster, chans):
+    """The server never buffers without bound: the stalled stream's watcher falls back to
+    reading the store's history and delivers everything once the client reads again."""
+    n, value = 700, b"x" * 65536  # ~45 MB of events: far beyond what the transport buffers
+    slow_before = metric(cluster.metrics[0], "geokv_watch_slow_watchers_total")
+    start = kv(chans[0]).Range(rpc_pb2.RangeRequest(key=b"slow/"), timeout=RPC_TIMEOUT_S).header.revision + 1
+    # No BDP probing: the stream's flow-control window stays small, so the server
+    # really is stalled while the client does not read.
+    slow_ch = grpc.insecure_channel(cluster.endpoints[0], options=[("grpc.http2.bdp_probe", 0)])
+    ws = WatchStream(slow_ch, reading=False)
+    try:
+        ws.send(create_request=rpc_pb2.WatchCreateRequest(key=b"slow/", range_end=b"slow0", start_revision=start))
+        first = None
+        for i in range(n):
+            rev = put(chans[1], b"slow/%04d" % i, value)
+            first = first or rev
+        ws.start_reading()
+        assert ws.recv().created
+        got = []
+        while len(got) < n:
+            got.extend((e.kv.key, e.kv.mod_revision) for e in ws.recv().events)
+        assert got == [(b"slow/%04d" % i, first + i) for i in range(n)]
+        assert metric(cluster.metrics[0], "geokv_watch_slow_watchers_total") > slow_before
+    finally:
+        ws.close()
+        slow_ch.close()

@@ -15,6 +15,7 @@ from geokv.api.concurrency import ElectionService, LockService
 from geokv.api.kv import KVService
 from geokv.api.lease import LeaseService
 from geokv.api.maintenance import MaintenanceService
+from geokv.api.status import WATCH_STATS
 from geokv.api.watch import PROGRESS_NOTIFY_INTERVAL_S, WatchService
 from geokv.etcdpb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 
@@ -88,6 +89,7 @@ async def serve_grpc(member: Any, config: Any) -> grpc.aio.Server:
     server = grpc.aio.server(options=server_options(max_request_bytes),
                              maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX)
     add_services(server, member, limits, progress_s)
+    WATCH_STATS.track(getattr(member, "watch_hub", None))
     ports = []
     for url in _client_urls(config):
         addr = _host_port(url)

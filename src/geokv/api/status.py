@@ -11,11 +11,12 @@ import bisect
 import functools
 import logging
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Iterator
 
 import grpc
 from prometheus_client import REGISTRY
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from geokv.errors import GeoKVError
 
@@ -73,6 +74,36 @@ class GRPCLatency:
 
 GRPC_LATENCY = GRPCLatency()
 REGISTRY.register(GRPC_LATENCY)
+
+
+class WatchHubStats:
+    """Exports the watch hubs' statistics() (summed over the hubs served in this process)."""
+
+    def __init__(self) -> None:
+        self._hubs: weakref.WeakSet = weakref.WeakSet()
+
+    def track(self, hub: Any) -> None:
+        if hub is not None:
+            self._hubs.add(hub)
+
+    def collect(self) -> Iterator[Any]:
+        totals: dict[str, int] = {}
+        for hub in list(self._hubs):
+            for k, v in hub.statistics().items():
+                totals[k] = totals.get(k, 0) + v
+        yield GaugeMetricFamily("geokv_watch_watchers", "Watchers registered.", value=totals.get("watchers", 0))
+        yield GaugeMetricFamily("geokv_watch_unsynced_watchers", "Watchers catching up from the store.",
+                                value=totals.get("unsynced_watchers", 0))
+        yield CounterMetricFamily("geokv_watch_slow_watchers", "Watchers moved to catch-up because their queue was full.",
+                                  value=totals.get("slow_watchers_total", 0))
+        yield CounterMetricFamily("geokv_watch_resyncs", "Store restores that sent every watcher to catch-up.",
+                                  value=totals.get("resyncs_total", 0))
+        yield CounterMetricFamily("geokv_watch_published_batches", "Applied batches published to watchers.",
+                                  value=totals.get("published_batches_total", 0))
+
+
+WATCH_STATS = WatchHubStats()
+REGISTRY.register(WATCH_STATS)
 
 _STATUS_CODES = {c.name: c for c in grpc.StatusCode}
 

@@ -25,6 +25,7 @@ from geokv import errors
 
 WATCHER_QUEUE_BATCHES_MAX = 256  # live batches buffered per watcher before catch-up mode
 CATCHUP_EVENTS_MAX = 1000  # events read from the store per catch-up page
+CATCHUP_PAGE_BYTES_MAX = 1 << 20  # a catch-up page ends at the first revision boundary past this
 WATCHERS_MAX = 100_000  # watchers per hub
 
 FILTER_NOPUT = 0
@@ -132,6 +133,20 @@ class Watcher:
                               limit=CATCHUP_EVENTS_MAX)
         # The store cuts pages only between revisions, so the last revision is whole.
         upto = events[-1].kv.mod_revision if len(events) >= CATCHUP_EVENTS_MAX else current
+        size = 0
+        for i, ev in enumerate(events):
+            kv = ev.kv
+            size += len(kv.key) + len(kv.value) + (len(ev.prev_kv.value) if ev.prev_kv is not None else 0)
+            if size > CATCHUP_PAGE_BYTES_MAX:
+                # Keep whole revisions: cut after the last event of this one.
+                rev = kv.mod_revision
+                j = i + 1
+                while j < len(events) and events[j].kv.mod_revision == rev:
+                    j += 1
+                if j < len(events):
+                    events = events[:j]
+                    upto = rev
+                break
         out = self._filter(events)
         self.next_rev = upto + 1
         if upto >= current:
