@@ -228,3 +228,42 @@ def test_hash_is_the_same_before_and_after_physical_compaction(tmp_dir):
         assert all(e.prev_kv is not None for e in ev_pending if e.kv.mod_revision > s.compact_revision)
     finally:
         s.close()
+
+
+def test_readers_in_other_threads_see_whole_commands(tmp_dir):
+    """Reads run in their own LMDB snapshot: never half a txn, never data ahead of the
+    revision they report, while another thread applies."""
+    import threading
+
+    s = MVCCStore(tmp_dir + "/threads")
+    stop = threading.Event()
+    problems: list = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            res = s.range(Range(b"counter", b"mirror\x00"))
+            if res.kvs:
+                values = {kv.key: kv.value for kv in res.kvs}
+                if values.get(b"counter") != values.get(b"mirror"):
+                    problems.append(values)
+                if max(kv.mod_revision for kv in res.kvs) > res.revision:
+                    problems.append(("ahead", res))
+            evs = s.events(max(1, res.revision - 3))
+            if evs and evs[-1].kv.mod_revision > s.range(Range(b"counter")).revision:
+                problems.append(("events ahead", evs[-1]))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        index = 0
+        for i in range(300):
+            index += 1
+            v = b"%d" % i
+            s.apply_batch([(index, Txn([], [Put(b"counter", v), Put(b"mirror", v)], []))])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        s.close()
+    assert problems == []
