@@ -101,6 +101,17 @@ def test_event_prev_kv_only_when_asked():
     assert convert.event_to_pb(ev, prev_kv=False).type == kv_pb2.Event.DELETE
 
 
+def test_add_events_matches_event_to_pb():
+    from geokv.etcdpb import rpc_pb2 as r
+
+    evs = [kvt.Event(type=0, kv=kvt.KeyValue(b"a", 2, 3, 1, b"v", 7), prev_kv=kvt.KeyValue(b"a", 2, 2, 1, b"o")),
+           kvt.Event(type=1, kv=kvt.KeyValue(b"b", 0, 4), prev_kv=None)]
+    for want_prev in (True, False):
+        resp = r.WatchResponse()
+        convert.add_events(resp.events, evs, want_prev)
+        assert list(resp.events) == [convert.event_to_pb(e, want_prev) for e in evs]
+
+
 def test_member_record_to_pb_from_dict_and_object():
     d = {"id": 5, "name": "n1", "peer_urls": ["http://127.0.0.1:1"], "client_urls": ["http://127.0.0.1:2"],
          "is_learner": True, "region": "eu", "zone": "eu-a"}

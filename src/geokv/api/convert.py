@@ -39,6 +39,28 @@ def kv_from_pb(kv: kv_pb2.KeyValue) -> kvt.KeyValue:
                         version=kv.version, value=kv.value, lease=kv.lease)
 
 
+def add_events(dst: Any, events: list[kvt.Event], prev_kv: bool) -> None:
+    """Append ``events`` to a repeated mvccpb.Event field, fields set in place."""
+    add = dst.add
+    for ev in events:
+        pe = add(type=ev.type)
+        kv, k = ev.kv, pe.kv
+        k.key = kv.key
+        k.create_revision = kv.create_revision
+        k.mod_revision = kv.mod_revision
+        k.version = kv.version
+        k.value = kv.value
+        k.lease = kv.lease
+        if prev_kv and ev.prev_kv is not None:
+            p, q = ev.prev_kv, pe.prev_kv
+            q.key = p.key
+            q.create_revision = p.create_revision
+            q.mod_revision = p.mod_revision
+            q.version = p.version
+            q.value = p.value
+            q.lease = p.lease
+
+
 def event_to_pb(ev: kvt.Event, prev_kv: bool) -> kv_pb2.Event:
     out = _EventPB(type=ev.type, kv=kv_to_pb(ev.kv))
     if prev_kv and ev.prev_kv is not None:

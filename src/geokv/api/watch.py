@@ -160,10 +160,11 @@ class _WatchStream:
 
     def _responses(self, sub: _Sub, events: list[Any], revision: int) -> list[rpc_pb2.WatchResponse]:
         header = self._header(revision)
-        pb_events = [convert.event_to_pb(e, sub.prev_kv) for e in events]
-        resp = rpc_pb2.WatchResponse(header=header, watch_id=sub.watch_id, events=pb_events)
+        resp = rpc_pb2.WatchResponse(header=header, watch_id=sub.watch_id)
+        convert.add_events(resp.events, events, sub.prev_kv)
         if not sub.fragment or resp.ByteSize() <= self.max_response_bytes:
             return [resp]
+        pb_events = list(resp.events)
         out: list[rpc_pb2.WatchResponse] = []
         chunk: list[Any] = []
         size = header.ByteSize() + 16
