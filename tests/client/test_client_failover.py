@@ -87,26 +87,41 @@ def test_a_txn_cut_by_a_dropped_connection_is_reported_unknown(server, proxy, pr
     assert version_of(server.endpoints, key) == 2
 
 
-def test_reads_and_writes_continue_when_the_current_endpoint_is_killed(cluster3, prefix):
-    with Client(cluster3.endpoints, timeout_s=8) as c:
+def test_reads_writes_and_keep_alives_move_on_when_the_clients_endpoint_dies(cluster3, prefix):
+    ttl_s = 2
+    with Client(cluster3.endpoints, timeout_s=5) as probe:
+        leader = probe.leader_endpoint()
+    # Connect to a follower first, so killing it does not also cost an election.
+    follower = next(e for e in cluster3.endpoints if e != leader)
+    with Client([follower] + [e for e in cluster3.endpoints if e != follower], timeout_s=8) as c:
         c.put(prefix + "k", "before")
-        first = c.current_endpoint
-        cluster3.kill(cluster3.endpoints.index(first))
-        assert c.get(prefix + "k").value == b"before"  # returns once the survivors have a leader
-        assert c.current_endpoint != first
-        c.put(prefix + "k", "after")
-        assert c.get(prefix + "k").value == b"after"
+        assert c.current_endpoint == follower
+        lease = c.lease_grant(ttl_s).id
+        c.put(prefix + "owned", "v", lease=lease)
+        with c.keep_alive(lease) as ka:
+            cluster3.kill(cluster3.endpoints.index(follower))
+            assert c.get(prefix + "k").value == b"before"
+            assert c.current_endpoint != follower
+            c.put(prefix + "k", "after")
+            assert c.get(prefix + "k").value == b"after"
+            deadline = time.monotonic() + 2 * ttl_s + 0.5  # past the lease's TTL
+            renewed_after_kill = 0
+            while time.monotonic() < deadline:
+                if c._run(ka.wait_renewed(ttl_s)):
+                    renewed_after_kill += 1
+            assert renewed_after_kill >= 3 and not ka.expired
+            assert c.get(prefix + "owned").value == b"v"
 
 
-def test_move_leader_transfers_leadership_to_the_chosen_member(cluster3):
+def test_move_leader_then_kill_the_new_leader_and_writes_continue(cluster3, prefix):
     with Client(cluster3.endpoints, timeout_s=8) as c:
         before = c.status()
         target = next(m.id for m in c.member_list() if m.id != before.leader)
         c.move_leader(target)
-        assert c.status(c.leader_endpoint()).header.member_id == target
-        deadline = time.monotonic() + 5.0  # followers learn of the new leader by its next heartbeat
-        while not all(s.leader == target for s in c.statuses()):
-            assert time.monotonic() < deadline, [s.leader for s in c.statuses()]
-            time.sleep(0.05)
-        c.put("/moved", "yes")  # the new leader takes writes
-        assert c.get("/moved").value == b"yes"
+        leader = c.leader_endpoint()
+        assert c.status(leader).header.member_id == target
+        c.put(prefix + "k", "before")  # the new leader takes writes
+        cluster3.kill(cluster3.endpoints.index(leader))
+        assert c.get(prefix + "k").value == b"before"  # returns once the survivors have a leader
+        c.put(prefix + "k", "after")
+        assert c.get(prefix + "k").value == b"after"
