@@ -9,7 +9,9 @@ same run and against the same server:
 * ``raw x32`` / ``async x32``: 32 requests in flight (throughput), stub vs AsyncClient.
 
 Each row gives ops/s, p50 and p99 latency, and the ratio of its p50 to the raw stub's
-p50 at the same concurrency.
+p50 at the same concurrency. A second table runs linearizable gets with the client's WAN
+emulation (``region=``, ``emulate_wan=True``) from each region against a geokv member in
+us-east, next to the RTT floor from geokv.geo.wan's table.
 Prints a table and a final line ``RESULT {json}``.
 
 Usage: python bench/client/bench_client.py [--ops 300] [--systems etcd,geokv]
@@ -134,6 +136,42 @@ def bench_sync(endpoint: str, op: str, n: int) -> dict[str, float]:
         return summarize(lat, time.perf_counter() - t0)
 
 
+async def bench_wan(endpoint: str, client_region: str, n: int) -> dict[str, float]:
+    """Linearizable gets from ``client_region`` with the client's WAN emulation on."""
+    async with AsyncClient([endpoint], timeout_s=10, region=client_region, emulate_wan=True) as c:
+        await c.put("/bench/k", "v")
+        lat = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            await c.get("/bench/k")
+            lat.append(time.perf_counter() - t)
+        return summarize(lat, time.perf_counter() - t0)
+
+
+def run_wan(n: int) -> list[dict[str, float]]:
+    """geokv in us-east, clients in each region: p50 next to the RTT floor."""
+    from geokv.geo.wan import default_rtt_table
+    from geokv.testing.cluster import LocalCluster
+
+    rows = []
+    table = default_rtt_table()
+    with tempfile.TemporaryDirectory(prefix="bench-client-wan-") as base:
+        c = LocalCluster(1, base, regions=["us-east"], start=False)
+        try:
+            c._spawn(0)
+            c.wait_ready()
+            ep = parse_endpoint(c.endpoints[0])
+            for region in ("us-east", "eu-west", "ap-south"):
+                r = asyncio.run(bench_wan(ep, region, n))
+                floor_ms = table.rtt_ms(region, "us-east") if region != "us-east" else 0.0
+                rows.append({"client_region": region, "server_region": "us-east", "floor_ms": floor_ms, **r,
+                             "p50_over_floor_ms": r["p50_ms"] - floor_ms})
+        finally:
+            c.stop()
+    return rows
+
+
 def start(system: str, base: str):
     if system == "etcd":
         c = EtcdCluster(base, 1)
@@ -176,10 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['system']:<7} {r['op']:<4} {r['path']:<10} {r['ops_per_s']:>9.0f} {r['p50_ms']:>8.2f} "
               f"{r['p99_ms']:>8.2f} {r['p50_vs_raw']:>8.2f}")
+    wan_rows = run_wan(max(10, n // 10)) if "geokv" in args.systems else []
+    if wan_rows:
+        print()
+        head = f"{'client':<9} {'server':<8} {'RTT floor ms':>12} {'p50 ms':>8} {'p99 ms':>8} {'p50-floor':>10}"
+        print(head)
+        print("-" * len(head))
+        for r in wan_rows:
+            print(f"{r['client_region']:<9} {r['server_region']:<8} {r['floor_ms']:>12.1f} {r['p50_ms']:>8.1f} "
+                  f"{r['p99_ms']:>8.1f} {r['p50_over_floor_ms']:>10.1f}")
     summary = {f"{r['system']}_{r['op']}_{r['path'].replace(' ', '')}_p50_vs_raw": round(r["p50_vs_raw"], 3)
                for r in rows if not r["path"].startswith("raw")}
     print("RESULT " + json.dumps({"bench": "client", "ops": n, "concurrency": CONCURRENCY, "summary": summary,
-                                  "rows": rows}))
+                                  "rows": rows, "wan": wan_rows}))
     return 0
 
 

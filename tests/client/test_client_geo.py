@@ -76,3 +76,26 @@ def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(tmp_p
             assert got.kvs[0].version == 1  # applied exactly once
     finally:
         c.stop()
+
+
+def test_emulated_wan_delays_each_request_by_the_servers_region(geo_cluster):
+    from geokv.geo.wan import default_rtt_table
+
+    us_east = parse_endpoint(geo_cluster.endpoints[REGIONS.index("us-east")])
+    with Client([us_east], timeout_s=5, region="eu-west", emulate_wan=True) as c:
+        real = c.async_client._wan
+        asked = []
+
+        class Recorder:
+            def one_way_delay_s(self, region):
+                asked.append(region)
+                return real.one_way_delay_s(region)
+
+            def rtt_ms(self, region):
+                return real.rtt_ms(region)
+
+        c.async_client._wan = Recorder()
+        c.put("/wan/k", "v")
+        assert c.get("/wan/k").value == b"v"
+    assert asked == ["us-east"] * 4  # before and after each of the two requests
+    assert real.one_way_delay_s("us-east") == default_rtt_table().rtt_ms("eu-west", "us-east") / 2000
