@@ -141,7 +141,7 @@ class AsyncClient:
         self._wan = None
         if emulate_wan:
             if region is None:
-                raise ValueError("emulate_wan needs region=")
+                raise ValueError("WAN emulation needs the client's region (region= or --region)")
             if _wan is None:
                 raise RuntimeError("WAN emulation needs geokv.geo.wan, which is not available")
             self._wan = _wan.WanEmulator(_wan.default_rtt_table(), region)
@@ -313,6 +313,9 @@ class AsyncClient:
                         raise cerr.OutcomeUnknown(op_name, ep.address, details) from None
                     else:
                         raise cerr.from_rpc_error(e) from None
+                elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+                    # gRPC's own size check rejected the message before any handler ran.
+                    raise _errors.RequestTooLarge(f"{_errors.RequestTooLarge.message} ({details})") from None
                 else:
                     cause = f"{code.name}: {details}" if details else code.name
                     if not idempotent:
