@@ -93,7 +93,7 @@ COMPACT_CHUNK_LOG_ROWS = 2
 """Change-log rows a pending compaction processes after an applied command, per key the
 command changed (at least one): twice the rows the command adds, so compaction keeps
 up with any write load while adding a bounded amount of work to each command."""
-COMPACT_NOOP_CHUNK_LOG_ROWS = 1024
+COMPACT_NOOP_CHUNK_LOG_ROWS = 256
 """Rows processed after a Noop, and the most after any command: the runtime may
 propose Noops while ``compaction_pending`` and the cluster is idle to finish a large
 compaction sooner."""
