@@ -18,6 +18,12 @@ from geokv.errors import GeoKVError
 
 #: The largest value ``put`` reads from stdin (etcd rejects requests over 1.5 MiB anyway).
 STDIN_VALUE_BYTES_MAX = 64 * 1024 * 1024
+#: How long ``lock`` and ``elect`` wait to acquire (Ctrl-C gives up sooner).
+ACQUIRE_WAIT_S_MAX = 24 * 3600.0
+#: Shortest period of ``lease keep-alive`` renewals.
+KEEPALIVE_PERIOD_S_MIN = 0.5
+#: Most probes per endpoint of ``endpoint rtt``.
+RTT_PROBES_MAX = 1000
 _SORT_TARGETS = {"CREATE": "create", "KEY": "key", "MODIFY": "mod", "VALUE": "value", "VERSION": "version"}
 
 
@@ -195,7 +201,7 @@ async def cmd_lease(c: AsyncClient, args: argparse.Namespace) -> int:
                                                                           flush=True)
             if args.once:
                 break
-            await asyncio.sleep(max(ttl / 3, 0.5))
+            await asyncio.sleep(max(ttl / 3, KEEPALIVE_PERIOD_S_MIN))
     else:
         raise ValueError("usage: geokv lease grant|revoke|timetolive|list|keep-alive")
     return 0
@@ -215,8 +221,7 @@ async def _wait_for_stop_signal() -> None:
 
 
 async def cmd_lock(c: AsyncClient, args: argparse.Namespace) -> int:
-    # Waiting for a held lock has no deadline of its own; Ctrl-C gives up.
-    async with c.locked(args.name, ttl_s=args.ttl, timeout_s=24 * 3600.0) as key:
+    async with c.locked(args.name, ttl_s=args.ttl, timeout_s=ACQUIRE_WAIT_S_MAX) as key:
         print(out.text(key), flush=True)
         if args.cmd:
             proc = await asyncio.create_subprocess_exec(*args.cmd)
@@ -232,7 +237,7 @@ async def cmd_elect(c: AsyncClient, args: argparse.Namespace) -> int:
         return 0
     grant = await c.lease_grant(args.ttl)
     async with c.keep_alive(grant.id):
-        leader = await c.campaign(args.name, args.proposal, lease=grant.id, timeout_s=24 * 3600.0)
+        leader = await c.campaign(args.name, args.proposal, lease=grant.id, timeout_s=ACQUIRE_WAIT_S_MAX)
         print(out.text(leader.key) + "\n" + args.proposal, flush=True)
         try:
             await _wait_for_stop_signal()
@@ -321,7 +326,7 @@ async def cmd_endpoint(c: AsyncClient, args: argparse.Namespace) -> int:
                     print(f"{ep} is unhealthy: failed to commit proposal: {err}", file=sys.stderr)
         return 1 if unhealthy else 0
     if sub == "rtt":
-        count = max(1, min(args.count, 1000))
+        count = max(1, min(args.count, RTT_PROBES_MAX))
         rows = []
         for ep in c.endpoints:
             samples: list[float] = []

@@ -15,8 +15,6 @@ from typing import Any, Sequence
 from geokv.errors import GeoKVError
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
-#: Bound on ``endpoint rtt`` probes per endpoint.
-RTT_PROBES_MAX = 1000
 
 
 class UserError(Exception):

@@ -58,6 +58,10 @@ RETRY_BACKOFF_S_INITIAL = 0.05
 RETRY_BACKOFF_S_MAX = 1.0
 #: Share of a read's budget that one attempt may use before the next endpoint is asked.
 READ_ATTEMPT_FRACTION = 0.5
+#: ...but never less than this per attempt.
+READ_ATTEMPT_S_MIN = 0.2
+#: A snapshot stream gets at least this long, whatever the client's request timeout.
+SNAPSHOT_TIMEOUT_S_MIN = 60.0
 #: The largest response the client accepts (a big range or a snapshot chunk).
 MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024 * 1024
 #: The largest request the client sends (etcd's server rejects > 1.5 MiB by default).
@@ -292,7 +296,7 @@ class AsyncClient:
                 await self._wan_delay(ep)
                 # A read may give up on a hung endpoint early and ask the next one; a write
                 # gets the whole remaining budget, since giving up would leave it unknown.
-                attempt_s = min(remaining, max(budget_s * READ_ATTEMPT_FRACTION, 0.2)) if idempotent else remaining
+                attempt_s = min(remaining, max(budget_s * READ_ATTEMPT_FRACTION, READ_ATTEMPT_S_MIN)) if idempotent else remaining
                 self._stats.sent += 1
                 resp = await getattr(self._stub(ep, kind), method)(request, timeout=attempt_s, metadata=metadata)
                 await self._wan_delay(ep)
@@ -636,7 +640,7 @@ class AsyncClient:
                             timeout_s: float | None = None) -> int:
         """Stream a snapshot of one member's store into ``path`` (atomically); returns its size in bytes."""
         ep = self._endpoint_named(endpoint) if endpoint else self._endpoints[self._current]
-        budget_s = timeout_s if timeout_s is not None else max(self.timeout_s, 60.0)
+        budget_s = timeout_s if timeout_s is not None else max(self.timeout_s, SNAPSHOT_TIMEOUT_S_MIN)
         if not await self._connect(ep, budget_s):
             raise cerr.EndpointsUnavailable(f"{ep.address}: cannot connect")
         part = f"{path}.part"

@@ -48,6 +48,8 @@ class Watch:
         self.next_revision = start_revision
         self._call: Any = None
         self._watch_id: int | None = None
+        # Holds the events of one server response at most: the stream is read only when
+        # it is empty, so the server's message size bounds it.
         self._buffer: deque[Event] = deque()
         self._canceled = False
         self.reconnects = 0  # how many times the stream was re-created after a failure
