@@ -277,6 +277,9 @@ class SimNode:
             return
         rn = self.rawnode
         inbox = self.inbox
+        # With batching on, the turn's writes become one propose_batch (all or nothing),
+        # as a runtime that coalesces proposals would do.
+        batch: list[ClientOp] | None = [] if self.sim.cfg.batch_proposals else None
         n = 0
         while inbox and n < TURN_BATCH_MAX:
             n += 1
@@ -291,7 +294,10 @@ class SimNode:
                     raise AssertionError(f"node {self.id}: undecodable message: {exc}") from None
                 self._step(m)
             elif kind == _WRITE:
-                self._propose(arg)
+                if batch is None:
+                    self._propose([arg])
+                else:
+                    batch.append(arg)
             elif kind == _READ:
                 self._read_index(arg)
             elif kind == _CONF:
@@ -306,6 +312,8 @@ class SimNode:
                 rn.report_unreachable(arg)
             elif kind == _SNAP_STATUS:
                 rn.report_snapshot(arg[0], arg[1])
+        if batch:
+            self._propose(batch)
         self._observe_role()
         if rn.has_ready():
             self._handle_ready(rn.ready())
@@ -318,14 +326,19 @@ class SimNode:
         except ProposalDropped:
             pass  # a forwarded proposal/read we cannot take; its client times out
 
-    def _propose(self, op: ClientOp) -> None:
-        if op.write_id not in self.pending_writes:
-            return  # the client already gave up
+    def _propose(self, ops: list[ClientOp]) -> None:
+        ops = [op for op in ops if op.write_id in self.pending_writes]  # not given up
+        if not ops:
+            return
         try:
-            self.rawnode.propose(op.data)
+            if len(ops) == 1:
+                self.rawnode.propose(ops[0].data)
+            else:
+                self.rawnode.propose_batch([op.data for op in ops])
         except ProposalDropped:
-            del self.pending_writes[op.write_id]
-            self.sim.client_write_failed(op)
+            for op in ops:
+                del self.pending_writes[op.write_id]
+                self.sim.client_write_failed(op)
 
     def _read_index(self, op: ClientOp) -> None:
         if op.read_ctx not in self.pending_reads:
