@@ -62,8 +62,28 @@ def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+class _GenericHandlersOnly:
+    """Hands the generated ``add_*Servicer_to_server`` functions a server on which only
+    generic handlers get registered.
+
+    grpc.aio keeps one pending "request call" task per *registered* method and waits on
+    all of them with asyncio.wait for every incoming RPC, so with our ~46 methods each
+    RPC paid ~400 extra Python calls (measured with cProfile: 515 Python calls per
+    serializable Range with registered methods, 103 with generic handlers only)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        pass  # the generic handler added alongside serves these methods
+
+
 def add_services(server: grpc.aio.Server, member: Any, limits: validate.Limits,
                  progress_interval_s: float = PROGRESS_NOTIFY_INTERVAL_S) -> None:
+    server = _GenericHandlersOnly(server)  # type: ignore[assignment]
     rpc_pb2_grpc.add_KVServicer_to_server(KVService(member, limits), server)
     rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(member, limits.max_request_bytes, progress_interval_s),
                                              server)
