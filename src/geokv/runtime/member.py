@@ -142,6 +142,8 @@ class Member(LeaseMixin, MembershipMixin):
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stopping = False
+        self._stats = {"turns": 0, "readies": 0, "entries_persisted": 0, "fsyncs": 0, "entries_applied": 0,
+                       "apply_batches": 0, "proposals_batched": 0, "proposal_batches": 0}
         self._tasks: list[asyncio.Task] = []
         self._driver_task: asyncio.Task | None = None
         self._started = False
@@ -374,8 +376,10 @@ class Member(LeaseMixin, MembershipMixin):
                 if self._stopping:
                     break
                 self._feed(rn)
+                self._stats["turns"] += 1
                 while rn.has_ready():
                     rd = rn.ready()
+                    self._stats["readies"] += 1
                     await self._handle_ready(rd)
                     rn.advance(rd)
                     if self._stopping or self.removed:
@@ -428,6 +432,8 @@ class Member(LeaseMixin, MembershipMixin):
                 except Exception as exc:  # ProposalDropped (or a refused conf change)
                     fut.set_exception(_Dropped(str(exc)))
             if batch:
+                self._stats["proposal_batches"] += 1
+                self._stats["proposals_batched"] += len(batch)
                 try:
                     rn.propose_batch(batch)
                 except Exception as exc:  # ProposalDropped: nothing of the batch was appended
@@ -505,7 +511,9 @@ class Member(LeaseMixin, MembershipMixin):
 
     def _persist(self, hs, entries, snap, must_sync: bool) -> None:
         self.storage.save(hs, entries, snap)
+        self._stats["entries_persisted"] += len(entries)
         if must_sync:
+            self._stats["fsyncs"] += 1
             t0 = time.perf_counter()
             self.storage.sync()
             metrics.wal_fsync_seconds.observe(time.perf_counter() - t0)
@@ -614,6 +622,8 @@ class Member(LeaseMixin, MembershipMixin):
             items.append((e.index, cmd))
             meta.append((origin, req, e.term, cmd))
         results = store.apply_batch(items) if items else []
+        self._stats["apply_batches"] += 1
+        self._stats["entries_applied"] += len(items)
         all_events: list = []
         now = time.monotonic()
         membership_changed = False
@@ -893,6 +903,14 @@ class Member(LeaseMixin, MembershipMixin):
             "staleness_ms": st, "applied_lag_ms": int(min(st, 1e9)) if self.leader_id else 0,
             "errors": [], "version": "3.4.0",
         }
+
+    def statistics(self) -> dict:
+        """Counters of the driver loop (turns, Readies, fsyncs, batch sizes)."""
+        st = dict(self._stats)
+        st["pending_proposals"] = len(self._pending)
+        st["queued_proposals"] = len(self._proposals)
+        st["inbox"] = len(self._inbox)
+        return st
 
     def hash_kv(self, revision: int = 0):
         return self.store.hash_kv(revision)
