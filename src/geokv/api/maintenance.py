@@ -152,7 +152,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         slow client reads. The stream is laid out as etcdctl checks it (see
         ``decode_snapshot_file``)."""
         header = self._header()
-        fd, path = tempfile.mkstemp(prefix="geokv-snap-")
+        # Spool next to the data (same filesystem, same space budget), not in /tmp.
+        spool_dir = getattr(getattr(self.member, "config", None), "data_dir", None) or None
+        if spool_dir is not None and not os.path.isdir(spool_dir):
+            spool_dir = None
+        fd, path = tempfile.mkstemp(prefix=".geokv-snapshot-", suffix=".tmp", dir=spool_dir)
         try:
             with os.fdopen(fd, "w+b") as f:
                 src = self.member.snapshot_stream()
