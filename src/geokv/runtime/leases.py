@@ -66,7 +66,7 @@ class LeaseMixin:
         ttl = max(int(ttl), self.min_lease_ttl_s)
         if lease_id == 0:
             for _ in range(MAX_LEASE_ID_ATTEMPTS):
-                lease_id = self._rng.getrandbits(63)
+                lease_id = self._id_rng.getrandbits(63)
                 if lease_id and lease_id not in self._lease_ttl:
                     break
             else:

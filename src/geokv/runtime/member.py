@@ -106,10 +106,17 @@ class Member(LeaseMixin, MembershipMixin):
         self.outbound_delay_s = outbound_delay_s
         self.snapshot_catchup_entries = snapshot_catchup_entries
         self.overlap_apply_with_fsync = True
+        #: Callables given each batch of committed entries before they are applied (in the
+        #: driver task: they must be cheap and must not raise). The geo layer counts writes
+        #: by origin member with it (entry data is msgpack [origin, request id, command]).
+        self.apply_observers: list[Callable[[list], None]] = []
         self.heartbeat_s = config.heartbeat_interval_ms / 1000.0
         self.election_s = config.election_timeout_ms / 1000.0
         self.request_timeout_s = request_timeout_s or (REQUEST_TIMEOUT_BASE_S + 2 * self.election_s)
         self._rng = random.Random(rng_seed if rng_seed is not None else random.SystemRandom().getrandbits(64))
+        # Ids (lease ids) come from their own generator: the geo service may replace
+        # _rng (the Raft core's election randomness) with a biased one.
+        self._id_rng = random.Random(self._rng.getrandbits(64))
         self.watch_hub: Any = None
         self.transport: Transport | None = None
         self._rn = None
@@ -588,6 +595,8 @@ class Member(LeaseMixin, MembershipMixin):
         """Apply committed entries (one LMDB txn), resolve their requests. No await."""
         if hs is not None and hs.term > self.term:
             self.term = hs.term
+        for observe in self.apply_observers:
+            observe(ents)
         t0 = time.perf_counter()
         store = self.store
         store_applied = store.applied_index

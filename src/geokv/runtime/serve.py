@@ -44,6 +44,20 @@ def _outbound_delay(cfg: ServerConfig):
     return None if emu is None else emu.one_way_delay_s
 
 
+def _attach_geo(member, cfg: ServerConfig):
+    """The geo service (leader placement, biased election timeouts), if available."""
+    if getattr(type(member), "_geo_attached", False):
+        return None  # python -m geokv.geo.serve attached it already
+    try:
+        from geokv.geo.serve import attach_geo
+    except ImportError:
+        return None
+    try:
+        return attach_geo(member, cfg)
+    except ValueError as exc:  # a bad --leader-preference and the like
+        raise StartupError(str(exc)) from None
+
+
 async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
     from geokv.runtime.member import Member
 
@@ -55,11 +69,14 @@ async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     member = Member(cfg, outbound_delay_s=_outbound_delay(cfg))
+    geo = _attach_geo(member, cfg)
     grpc_server = http_server = None
     try:
         try:
             os.makedirs(cfg.data_dir, exist_ok=True)
             await member.start()
+            if geo is not None:
+                geo.start()
         except OSError as exc:
             raise StartupError(f"cannot start member {cfg.name!r}: {exc.strerror or exc} "
                                f"(peer URL {cfg.listen_peer_urls[0]}, data dir {cfg.data_dir})") from None
@@ -101,6 +118,11 @@ async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
             log.warning("geokv: this member was removed from the cluster; exiting")
         return 0
     finally:
+        if geo is not None:
+            try:
+                await geo.stop()
+            except Exception:  # advisory service; shutting down anyway
+                pass
         if grpc_server is not None:
             try:
                 await grpc_server.stop(GRPC_GRACE_S)
