@@ -154,3 +154,27 @@ def test_state_machine_applies_each_write_once_and_snapshots_roundtrip():
 def test_snapshot_metadata_type_is_what_checkers_read():
     snap = Snapshot(SnapshotMetadata(3, 2, ConfState(voters=(1,))), b"")
     assert snap.metadata.index == 3 and snap.metadata.term == 2
+
+
+def test_one_vote_per_term():
+    chk = SafetyChecker()
+    chk.on_vote_granted(1, 4, 2, 4, 2)
+    chk.on_vote_granted(1, 4, 2, 4, 2)  # the same grant again (a retry) is fine
+    chk.on_vote_granted(1, 5, 3, 5, 3)
+    with pytest.raises(SafetyViolation, match="vote safety"):
+        chk.on_vote_granted(1, 4, 3, 4, 3)
+
+
+def test_vote_must_be_durable_before_it_is_sent():
+    chk = SafetyChecker()
+    chk.on_vote_granted(1, 4, 2, 5, 0)  # the disk already moved past term 4: safe
+    with pytest.raises(SafetyViolation, match="durability"):
+        chk.on_vote_granted(2, 4, 3, 3, 0)
+
+
+def test_append_ack_must_be_durable_before_it_is_sent():
+    chk = SafetyChecker()
+    chk.on_append_acked(1, 2, 10, 2, 10)
+    chk.on_append_acked(1, 2, 12, 3, 5)  # the term moved on: the old ack is harmless
+    with pytest.raises(SafetyViolation, match="durability"):
+        chk.on_append_acked(1, 2, 12, 2, 11)

@@ -4,7 +4,11 @@ Each method is called by a node at the moment something becomes true on it (a Re
 was persisted, an entry applied, a snapshot installed) and raises ``SafetyViolation``
 with a precise message as soon as a Raft safety property is broken:
 
-* election safety: at most one leader per term;
+* election safety: at most one leader per term, and a node grants at most one vote per
+  term;
+* durability before sending: a granted vote and an append acknowledgement leave a node
+  only once its disk holds them (the driver-loop contract, and Raft's classification of
+  which messages must wait for persistence);
 * log matching: two persisted entries with the same (index, term) carry the same data
   and follow entries of the same term (by induction: the logs agree on the prefix);
 * leader completeness: an entry committed in term c is in the log of every leader of
@@ -66,6 +70,8 @@ class SafetyChecker:
     applied: dict[int, tuple[int, int, bytes, int]] = field(default_factory=dict)
     #: node -> (term, log view) for nodes that currently act as a checked leader.
     live_leaders: dict[int, tuple[int, LogView]] = field(default_factory=dict)
+    #: (voter, term) -> the candidate it granted its vote to.
+    votes: dict[tuple[int, int], int] = field(default_factory=dict)
     checks: int = 0
 
     # --- election safety --------------------------------------------------------------
@@ -79,6 +85,30 @@ class SafetyChecker:
 
     def on_not_leader(self, node: int) -> None:
         self.live_leaders.pop(node, None)
+
+    # --- one vote per term, durable before it is sent ----------------------------------
+    def on_vote_granted(self, voter: int, term: int, candidate: int,
+                        durable_term: int, durable_vote: int) -> None:
+        """``voter`` sends a granting VOTE_RESP; ``durable_*`` is its hard state on disk."""
+        self.checks += 1
+        other = self.votes.setdefault((voter, term), candidate)
+        if other != candidate:
+            raise SafetyViolation(
+                f"vote safety: node {voter} granted its term-{term} vote to {other} and "
+                f"then to {candidate}")
+        if not (durable_term > term or (durable_term == term and durable_vote == candidate)):
+            raise SafetyViolation(
+                f"durability: node {voter} sent its term-{term} vote for {candidate} before "
+                f"persisting it (disk has term {durable_term}, vote {durable_vote})")
+
+    def on_append_acked(self, node: int, term: int, index: int, durable_term: int,
+                        durable_last_index: int) -> None:
+        """``node`` acknowledges its log up to ``index``; it must be on disk by now."""
+        self.checks += 1
+        if durable_term == term and durable_last_index < index:
+            raise SafetyViolation(
+                f"durability: node {node} acknowledged index {index} in term {term} but its "
+                f"disk ends at {durable_last_index}")
 
     # --- leader completeness ----------------------------------------------------------
     def check_leader_complete(self, node: int, term: int, log: LogView) -> None:

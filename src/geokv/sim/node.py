@@ -482,6 +482,12 @@ class SimNode:
             raise AssertionError(f"node {self.id} sent {m.type.name} to itself")
         if m.to not in sim.nodes:
             return  # a member id with no server behind it (never started)
+        if m.type == MessageType.VOTE_RESP and not m.reject:
+            hs = self.disk.hard_state()
+            sim.checker.on_vote_granted(self.id, m.term, m.to, hs.term, hs.vote)
+        elif m.type == MessageType.APP_RESP and not m.reject:
+            sim.checker.on_append_acked(self.id, m.term, m.index, self.disk.hard_state().term,
+                                        self.disk.last_index())
         ok = sim.net.send(self.id, m.to, encode_wire(m))
         if not ok and self.rng.random() < 0.5:
             # The transport sees the connection fail and tells Raft (not always: a
