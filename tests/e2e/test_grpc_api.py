@@ -313,3 +313,17 @@ def test_a_client_that_stops_reading_still_gets_every_event_in_order(cluster, ch
     finally:
         ws.close()
         slow_ch.close()
+
+
+def test_watch_stream_keeps_delivering_after_the_client_half_closes(chans):
+    start = kv(chans[0]).Range(rpc_pb2.RangeRequest(key=b"hc/"), timeout=RPC_TIMEOUT_S).header.revision + 1
+    create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+        key=b"hc/", range_end=b"hc0", start_revision=start))
+    call = rpc_pb2_grpc.WatchStub(chans[2]).Watch(iter([create]), timeout=STREAM_WAIT_S)
+    try:
+        assert next(call).created
+        put(chans[0], b"hc/a", b"1")
+        r = next(call)
+        assert [e.kv.key for e in r.events] == [b"hc/a"]
+    finally:
+        call.cancel()

@@ -74,7 +74,8 @@ class _WatchStream:
             except asyncio.QueueFull:
                 pass  # the writer fails on the dead stream and ends anyway
             return
-        await self.out.put(None)  # client closed its side: end the stream
+        # The client closed its sending side: as etcd does, keep delivering events to
+        # its watchers until it cancels the call or goes away.
 
     async def on_create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         wid = c.watch_id
