@@ -317,6 +317,11 @@ class AsyncClient:
                         raise cerr.OutcomeUnknown(op_name, ep.address, details) from None
                     else:
                         raise cerr.from_rpc_error(e) from None
+                elif code == grpc.StatusCode.UNAVAILABLE and any(m in details for m in cerr.NOT_SENT_MARKERS):
+                    # The channel lost its connection before the call went out: nothing was sent.
+                    last_error = f"{ep.address}: {details}"
+                    last_exc = None
+                    self._stats.not_connected += 1
                 elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
                     # gRPC's own size check rejected the message before any handler ran.
                     raise _errors.RequestTooLarge(f"{_errors.RequestTooLarge.message} ({details})") from None

@@ -112,6 +112,10 @@ WRITE_UNKNOWN_MESSAGES: frozenset[str] = frozenset(
     }
 )
 
+#: Texts of gRPC's own UNAVAILABLE statuses that mean the call never left the client
+#: (no connection could be made), so even a write may go to the next endpoint.
+NOT_SENT_MARKERS: tuple[str, ...] = ("failed to connect to all addresses",)
+
 #: gRPC codes after which a read (which changes nothing) may be sent again elsewhere.
 READ_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(
     {
