@@ -149,3 +149,33 @@ def test_garbage_on_the_peer_port_does_not_hurt(tmp_path):
             assert "Traceback" not in c.tail_log(target, 20000)
         finally:
             idle.close()
+
+
+def test_add_member_process_joins_existing_cluster(tmp_path):
+    with LocalCluster(3, str(tmp_path)) as c:
+        c.wait_ready()
+        for i in range(20):
+            c.kv_stub(i % 3).Put(rpc_pb2.PutRequest(key=b"j/%02d" % i, value=b"x"), timeout=10)
+        new = c.add_member(learner=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                res = c.kv_stub(new).Range(rpc_pb2.RangeRequest(key=b"j/", range_end=b"j0", serializable=True),
+                                           timeout=2)
+                if res.count == 20:
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, f"new member did not catch up: {c.tail_log(new)}"
+            time.sleep(0.1)
+        assert c.status(new).isLearner
+        promote = lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberPromote(  # noqa: E731
+            rpc_pb2.MemberPromoteRequest(ID=c.member_id(new)), timeout=10)
+        resp = c.call_any(promote)
+        assert not [m for m in resp.members if m.ID == c.member_id(new)][0].isLearner
+        # the promoted member takes part in the quorum: writes through it still work
+        c.kv_stub(new).Put(rpc_pb2.PutRequest(key=b"j/new", value=b"y"), timeout=10)
+        c.wait_converged()
+        names = {m.name for m in c.call_any(lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberList(
+            rpc_pb2.MemberListRequest(), timeout=5)).members}
+        assert names == {"n1", "n2", "n3", "n4"}

@@ -147,6 +147,9 @@ class Member(LeaseMixin, MembershipMixin):
         self._caught_up_at = -math.inf
         self.removed = False
         self.stopped = asyncio.Event()
+        #: Set when the process should exit on its own (removed from the cluster, or a
+        #: fatal driver error); the server's main waits for it beside the signals.
+        self.exit_requested = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stopping = False
         self._stats = {"turns": 0, "readies": 0, "entries_persisted": 0, "fsyncs": 0, "entries_applied": 0,
@@ -394,20 +397,19 @@ class Member(LeaseMixin, MembershipMixin):
                 if self.removed:
                     log.warning("this member was removed from the cluster; stopping its Raft node")
                     self._fail_all(errors.Stopped())
+                    self.exit_requested.set()
                     break
         except Exception as exc:  # a bug: crash loudly and make the process exit
             log.exception("driver loop failed")
             self.fatal = exc
             self._fail_all(errors.Stopped())
-            self.stopped.set()
+            self.exit_requested.set()
             raise
 
     def _feed(self, rn) -> None:
-        ticks, self._ticks = self._ticks, 0
-        for _ in range(min(ticks, MAX_TICKS_PER_TURN)):
-            rn.tick()
-        if ticks:
-            self._on_tick_turn()
+        # Messages first: after a stall, queued heartbeats reset the election clock before
+        # the missed ticks arrive. Ticks beyond MAX_TICKS_PER_TURN carry over to the next
+        # turn rather than being dropped, so a leader's lease never outlives real time.
         inbox = self._inbox
         while inbox:
             m = inbox.popleft()
@@ -415,6 +417,14 @@ class Member(LeaseMixin, MembershipMixin):
                 rn.step(m)
             except Exception as exc:  # a peer's message the core refuses must not kill us
                 log.debug("step(%s from %x) refused: %r", m.type, m.frm, exc)
+        ticks = min(self._ticks, MAX_TICKS_PER_TURN)
+        self._ticks -= ticks
+        for _ in range(ticks):
+            rn.tick()
+        if self._ticks:
+            self._wake.set()
+        if ticks:
+            self._on_tick_turn()
         actions = self._actions
         while actions:
             fn = actions.popleft()
@@ -755,7 +765,7 @@ class Member(LeaseMixin, MembershipMixin):
         t_start = time.monotonic()
         leader_at_start = self.leader_id
         try:
-            for attempt in range(MAX_PROPOSE_ATTEMPTS):
+            for _attempt in range(MAX_PROPOSE_ATTEMPTS):
                 await self._wait_leader(deadline)
                 fut = loop.create_future()
                 self._pending[req_id] = (fut, t_start)
@@ -777,10 +787,6 @@ class Member(LeaseMixin, MembershipMixin):
             if self.leader_id != leader_at_start:
                 raise errors.TimeoutDueToLeaderFail()
             raise errors.Timeout()
-        except errors.GeoKVError as exc:
-            if not isinstance(exc, (errors.Timeout, errors.NoLeader, errors.TimeoutDueToLeaderFail)):
-                pass
-            raise
         finally:
             self._pending.pop(req_id, None)
 

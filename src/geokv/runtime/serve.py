@@ -106,7 +106,7 @@ async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
         if ready_line:
             log.warning("geokv: ready (name=%s id=%x cluster=%x client=%s peer=%s)", cfg.name, member.id,
                         member.cluster_id, ",".join(cfg.listen_client_urls), ",".join(cfg.listen_peer_urls))
-        stopped = asyncio.ensure_future(member.stopped.wait())
+        stopped = asyncio.ensure_future(member.exit_requested.wait())
         stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait({stopped, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
