@@ -327,3 +327,11 @@ def test_watch_stream_keeps_delivering_after_the_client_half_closes(chans):
         assert [e.kv.key for e in r.events] == [b"hc/a"]
     finally:
         call.cancel()
+
+
+def test_negative_limit_and_revision_read_as_etcd_does(chans):
+    put(chans[0], b"neg/a", b"1")
+    put(chans[0], b"neg/b", b"2")
+    r = kv(chans[0]).Range(rpc_pb2.RangeRequest(key=b"neg/", range_end=b"neg0", limit=-3, revision=-7),
+                           timeout=RPC_TIMEOUT_S)
+    assert [x.key for x in r.kvs] == [b"neg/a", b"neg/b"] and not r.more

@@ -71,6 +71,9 @@ class KVService(rpc_pb2_grpc.KVServicer):
         validate.check_range(request)
         r = convert.range_from_pb(request)
         limit = r.limit
+        if limit < 0 or r.revision < 0:
+            limit = r.limit = max(limit, 0)
+            r.revision = max(r.revision, 0)
         if limit:
             # Fetch one extra key to learn ``more`` independently of the store's own flag.
             r.limit = limit + 1
@@ -131,6 +134,5 @@ class KVService(rpc_pb2_grpc.KVServicer):
     @unary("Compact")
     async def Compact(self, request: rpc_pb2.CompactionRequest,
                       context: grpc.aio.ServicerContext) -> rpc_pb2.CompactionResponse:
-        validate.check_compact(request)
         res = await propose(self.member, kvt.Compact(revision=request.revision, physical=request.physical))
         return rpc_pb2.CompactionResponse(header=convert.header_pb(self.member.header(), res.revision))

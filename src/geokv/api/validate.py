@@ -24,12 +24,9 @@ class Limits:
 
 
 def check_range(r: rpc_pb2.RangeRequest) -> None:
+    """etcd reads a negative limit as "no limit" and a negative revision as "now"; so do we."""
     if not r.key:
         raise errors.EmptyKey()
-    if r.limit < 0:
-        raise errors.InvalidArgument("etcdserver: negative limit")
-    if r.revision < 0:
-        raise errors.InvalidArgument("etcdserver: negative revision")
 
 
 def check_put(r: rpc_pb2.PutRequest, limits: Limits) -> None:
@@ -116,11 +113,6 @@ def txn_is_read_only(t: rpc_pb2.TxnRequest) -> bool:
                 continue
             return False
     return True
-
-
-def check_compact(r: rpc_pb2.CompactionRequest) -> None:
-    if r.revision < 0:
-        raise errors.InvalidArgument("etcdserver: negative revision")
 
 
 def check_lease_ttl(ttl: int) -> None:
