@@ -23,10 +23,27 @@ def proxy(server):
         p.stop()
 
 
-def version_of(endpoints, key):
+#: How long a test waits for a write that reached the server to be applied.
+APPLY_WAIT_S = 10.0
+
+
+def version_of(endpoints, key, *, at_least=0):
+    """The key's version (how many puts were applied), waiting (bounded) for ``at_least``."""
+    deadline = time.monotonic() + APPLY_WAIT_S
     with Client(endpoints, timeout_s=5) as c:
-        got = c.get(key)
-        return got.kvs[0].version if got.kvs else 0
+        while True:
+            got = c.get(key)
+            version = got.kvs[0].version if got.kvs else 0
+            if version >= at_least or time.monotonic() > deadline:
+                return version
+            time.sleep(0.05)
+
+
+def wait_sent(proxy, before):
+    deadline = time.monotonic() + APPLY_WAIT_S
+    while proxy.bytes_to_server <= before:
+        assert time.monotonic() < deadline, "the request never reached the proxy"
+        time.sleep(0.01)
 
 
 def test_a_write_goes_to_the_next_endpoint_when_the_first_cannot_be_reached(server, prefix):
@@ -61,7 +78,7 @@ def test_a_write_whose_answer_is_lost_is_reported_unknown_and_not_repeated(serve
         assert "outcome unknown" in str(ei.value) and "not retried" in str(ei.value)
         assert ei.value.endpoint == proxy.endpoint
         # The server applied it once; the client did not send it again to the healthy endpoint.
-        assert version_of(server.endpoints, key) == 2
+        assert version_of(server.endpoints, key, at_least=2) == 2
         # Reads change nothing, so the same client moves on to the next endpoint for them.
         assert c.get(key, timeout_s=4).value == b"2"
         assert c.current_endpoint == server.endpoints[0]
@@ -75,8 +92,10 @@ def test_a_txn_cut_by_a_dropped_connection_is_reported_unknown(server, proxy, pr
         async with AsyncClient([proxy.endpoint, *server.endpoints], timeout_s=5) as c:
             await c.put(key, "1")
             proxy.drop_responses = True
+            before = proxy.bytes_to_server
             task = asyncio.ensure_future(c.txn().then(Op.put(key, "2")).commit())
-            await asyncio.sleep(0.5)
+            await asyncio.get_running_loop().run_in_executor(None, wait_sent, proxy, before)
+            await asyncio.sleep(0.2)  # let the rest of the request frames through
             proxy.close_connections()
             with pytest.raises(OutcomeUnknown) as ei:
                 await task
@@ -84,6 +103,8 @@ def test_a_txn_cut_by_a_dropped_connection_is_reported_unknown(server, proxy, pr
 
     msg = asyncio.run(main())
     assert "UNAVAILABLE" in msg or "CANCELLED" in msg or "Deadline" in msg
+    assert version_of(server.endpoints, key, at_least=2) == 2
+    time.sleep(0.3)  # a repeat, had the client sent one, would have landed by now
     assert version_of(server.endpoints, key) == 2
 
 
