@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -261,3 +262,17 @@ def test_member_add_learner_promote_refused_then_remove(client):
     assert added.id not in [m.id for m in remaining]
     with pytest.raises(errors.MemberNotFound):
         client.member_remove(added.id)
+
+
+def test_keep_alive_reports_a_revoked_lease_as_expired(client):
+    from geokv.client import LeaseExpired
+
+    lease = client.lease_grant(3).id
+    with client.keep_alive(lease, interval_s=0.1) as ka:
+        client.lease_revoke(lease)
+        deadline = time.monotonic() + 5
+        while not ka.expired:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(LeaseExpired):
+            ka.check()

@@ -267,7 +267,14 @@ async def cmd_member(c: AsyncClient, args: argparse.Namespace) -> int:
         if js:
             out.print_json({"member": out.member_json(member), "members": [out.member_json(m) for m in members]})
         else:
-            print(f"Member {member.id:x} added to cluster")
+            # What the new member needs to join, as etcdctl prints it.
+            initial = ",".join(f"{args.name if m.id == member.id else m.name}={u}"
+                               for m in members for u in m.peer_urls if m.name or m.id == member.id)
+            print(f"Member {member.id:x} added to cluster\n")
+            print(f'ETCD_NAME="{args.name}"')
+            print(f'ETCD_INITIAL_CLUSTER="{initial}"')
+            print(f'ETCD_INITIAL_ADVERTISE_PEER_URLS="{",".join(member.peer_urls)}"')
+            print('ETCD_INITIAL_CLUSTER_STATE="existing"')
         return 0
     if sub == "remove":
         members = await c.member_remove(args.id)

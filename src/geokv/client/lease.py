@@ -105,6 +105,11 @@ class KeepAlive:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def check(self) -> None:
+        """Raise LeaseExpired if the lease is known to be gone (call before relying on it)."""
+        if self.expired:
+            raise self.error if self.error is not None else cerr.LeaseExpired()
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -130,14 +135,16 @@ class KeepAlive:
             await asyncio.sleep(self._period_s())
             try:
                 self.ttl = await keep_alive_once(self._client, self.lease_id, self._client.timeout_s)
-            except _errors.LeaseNotFound as e:
-                self.expired, self.error = True, e
+            except _errors.LeaseNotFound:
+                self.expired, self.error = True, cerr.LeaseExpired(f"lease {self.lease_id:x} expired or was revoked")
                 return
             except _errors.GeoKVError as e:
                 # Keep trying until the lease must have run out on the server.
                 self.error = e
                 if time.monotonic() - last_ok > (self.ttl or 1):
                     self.expired = True
+                    self.error = cerr.LeaseExpired(f"lease {self.lease_id:x} could not be renewed within its TTL "
+                                                   f"({e})")
                     return
                 continue
             last_ok = time.monotonic()
