@@ -25,6 +25,8 @@ from geokv.etcdpb import rpc_pb2
 if TYPE_CHECKING:
     from geokv.client.aio import AsyncClient
 
+#: etcd's metadata asking the server to cancel the stream if its member has no leader.
+REQUIRE_LEADER_METADATA = (("hasleader", "true"),)
 #: Consecutive failed (re)connections after which the watch gives up.
 WATCH_MAX_RECONNECTS = 10
 #: Back-off between reconnections: first wait and ceiling.
@@ -109,7 +111,9 @@ class Watch:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, WATCH_BACKOFF_S_MAX)
                 continue
-            call = self._client._stub(ep, "Watch").Watch()
+            # "hasleader": the server ends the stream with "no leader" when its member loses
+            # the leader (a partition), and the watch then resumes on another endpoint.
+            call = self._client._stub(ep, "Watch").Watch(metadata=REQUIRE_LEADER_METADATA)
             create = rpc_pb2.WatchCreateRequest(
                 key=self._key, range_end=self._range_end, start_revision=self.next_revision,
                 prev_kv=self._prev_kv, filters=self._filters, progress_notify=self._progress_notify)
