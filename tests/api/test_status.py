@@ -76,3 +76,40 @@ def test_latency_histogram_is_exported_in_prometheus_text():
     text = generate_latest(REGISTRY).decode()
     assert 'geokv_grpc_request_duration_seconds_bucket{le="0.002",method="Put"}' in text
     assert 'geokv_grpc_request_duration_seconds_count{method="Put"}' in text
+
+
+def test_serve_grpc_refuses_unsupported_or_bad_urls_clearly():
+    from geokv.api.server import ServeError, serve_grpc
+
+    class Cfg:
+        max_request_bytes = 1024
+
+    async def main(urls):
+        Cfg.listen_client_urls = urls
+        await serve_grpc(None, Cfg)
+
+    for urls, text in ((["https://127.0.0.1:2379"], "only http://"), (["http://127.0.0.1"], "host:port"),
+                       ([], "no client URL")):
+        with pytest.raises(ServeError, match=text):
+            asyncio.run(main(urls))
+
+
+def test_serve_grpc_reports_a_port_in_use():
+    import socket
+
+    from geokv.api.server import ServeError, serve_grpc
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+
+    class Cfg:
+        max_request_bytes = 1024
+        listen_client_urls = [f"http://127.0.0.1:{port}"]
+
+    try:
+        with pytest.raises(ServeError, match="cannot listen"):
+            asyncio.run(serve_grpc(None, Cfg))
+    finally:
+        s.close()

@@ -33,6 +33,8 @@ class ServeError(RuntimeError):
 
 def _host_port(url: str) -> str:
     u = urlsplit(url if "://" in url else "http://" + url)
+    if u.scheme != "http":
+        raise ServeError(f"client URL {url!r}: only http:// is supported (no TLS or unix sockets yet)")
     if not u.hostname or u.port is None:
         raise ServeError(f"invalid client URL {url!r}: expected scheme://host:port")
     host = u.hostname
