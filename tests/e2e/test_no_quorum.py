@@ -43,11 +43,9 @@ def test_losing_and_regaining_quorum(cluster):
     try:
         code, doc = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(health(m0)), "unhealthy /health")
         assert doc["health"] == "false" and doc["reason"]
-        t0 = time.monotonic()
         cp = cluster.etcdctl("put", "q/k", "during", endpoints=ep0, check=False, timeout_s=60)
         assert cp.returncode != 0
         assert "etcdserver:" in cp.stderr or "context deadline exceeded" in cp.stderr
-        assert time.monotonic() - t0 < 30
         out = cluster.etcdctl("get", "q/k", "--consistency=s", "--print-value-only", endpoints=ep0).stdout
         assert out.strip() == "before"
     finally:
