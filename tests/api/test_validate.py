@@ -7,6 +7,7 @@ import pytest
 from geokv import errors
 from geokv.api import validate
 from geokv.etcdpb import rpc_pb2
+from geokv.kv.types import MAX_KEY_BYTES
 
 LIMITS = validate.Limits(max_request_bytes=1024, max_txn_ops=4)
 
@@ -25,8 +26,8 @@ def del_op(key: bytes, end: bytes = b"") -> rpc_pb2.RequestOp:
     (rpc_pb2.PutRequest(key=b"k" * 2000), errors.RequestTooLarge),
     (rpc_pb2.PutRequest(key=b"k", value=b"v", ignore_value=True), errors.ValueProvided),
     (rpc_pb2.PutRequest(key=b"k", lease=5, ignore_lease=True), errors.LeaseProvided),
-    (rpc_pb2.PutRequest(key=b"k" * 481), errors.InvalidArgument),
-    (rpc_pb2.PutRequest(key=b"\x00" * 241), errors.InvalidArgument),
+    (rpc_pb2.PutRequest(key=b"k" * (MAX_KEY_BYTES + 1)), errors.InvalidArgument),
+    (rpc_pb2.PutRequest(key=b"\x00" * (MAX_KEY_BYTES + 1)), errors.InvalidArgument),
 ])
 def test_bad_puts(req, err):
     with pytest.raises(err):
@@ -35,7 +36,8 @@ def test_bad_puts(req, err):
 
 def test_good_put_passes():
     validate.check_put(rpc_pb2.PutRequest(key=b"k", value=b"x" * 900), LIMITS)
-    validate.check_put(rpc_pb2.PutRequest(key=b"k" * 480), LIMITS)
+    validate.check_put(rpc_pb2.PutRequest(key=b"k" * MAX_KEY_BYTES), LIMITS)
+    validate.check_put(rpc_pb2.PutRequest(key=b"\x00" * MAX_KEY_BYTES), LIMITS)
 
 
 def test_range_and_delete_need_a_key():

@@ -108,10 +108,14 @@ class Model:
         if start_rev < self.crev:
             raise errors.Compacted()
         out = []
+        kept_at_crev = self.states[self.crev] if self.crev else {}
         for ev in self.log:
-            if ev.kv.mod_revision >= start_rev:
-                prev = ev.prev_kv if ev.kv.mod_revision > self.crev else None
-                out.append(Event(ev.type, ev.kv, prev))
+            rev = ev.kv.mod_revision
+            if rev < start_rev:
+                continue
+            if rev == self.crev and not (ev.type == 0 and kept_at_crev.get(ev.kv.key) == ev.kv):
+                continue  # compaction keeps only each key's newest version, never a deletion
+            out.append(Event(ev.type, ev.kv, ev.prev_kv if rev > self.crev else None))
         return out
 
     # --- writes ------------------------------------------------------------------------
@@ -233,7 +237,27 @@ class _Write:
                 return False
         return True
 
-    def txn(self, t: Txn) -> TxnResult:
+    def check(self, t: Txn, puts: bool) -> None:
+        """etcd checks the chosen path before writing: all puts first, then all ranges."""
+        ok = all(self.compare(c) for c in t.compare)
+        for op in t.success if ok else t.failure:
+            if isinstance(op, Put) and puts:
+                if (op.ignore_value or op.ignore_lease) and op.key not in self.pre:
+                    raise errors.KeyNotFound()
+                if op.lease and op.lease not in self.m.leases:
+                    raise errors.LeaseNotFound()
+            elif isinstance(op, Range) and not puts:
+                if op.revision > self.m.rev:
+                    raise errors.FutureRev()
+                if 0 < op.revision < self.m.crev:
+                    raise errors.Compacted()
+            elif isinstance(op, Txn):
+                self.check(op, puts)
+
+    def txn(self, t: Txn, top: bool = True) -> TxnResult:
+        if top:
+            self.check(t, puts=True)
+            self.check(t, puts=False)
         ok = all(self.compare(c) for c in t.compare)
         responses = []
         for op in t.success if ok else t.failure:
@@ -249,5 +273,5 @@ class _Write:
                     raise errors.FutureRev()
                 responses.append(self.m.range(op, self.state, self.rev_now()))
             else:
-                responses.append(self.txn(op))
+                responses.append(self.txn(op, top=False))
         return TxnResult(self.rev_now(), ok, responses)

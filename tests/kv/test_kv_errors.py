@@ -6,6 +6,7 @@ import pytest
 
 from geokv import errors
 from geokv.kv.store import MVCCStore
+from geokv.kv.types import MAX_KEY_BYTES
 from geokv.kv.types import (
     Compact,
     Compare,
@@ -70,7 +71,7 @@ def seeded(kv):
         (MemberRemove(42), errors.MemberNotFound),
         (MemberSet({"name": "no-id"}), errors.InvalidArgument),
         (Put(b"k" * 481, b"x"), errors.InvalidArgument),
-        (Put(b"\x00" * 241, b"x"), errors.InvalidArgument),
+        (Put(b"\x00" * (MAX_KEY_BYTES + 1), b"x"), errors.InvalidArgument),
     ],
 )
 def test_user_error_gives_etcd_error_and_changes_nothing(kv, cmd, err):
@@ -133,7 +134,7 @@ def test_quota_gives_nospace_for_puts_but_deletes_and_compaction_still_work(tmp_
         [Put(b"a"), Put(b"a")],
         # a put inside a delete of the same level
         [DeleteRange(b"a", b"c"), Put(b"b")],
-        [Put(b"b"), DeleteRange(b"a", b"\x00")],
+        [Put(b"b"), DeleteRange(b"a", b"b\x00")],
         # a nested put collides with a put or delete of the outer level
         [Put(b"a"), Txn([], [Put(b"a")], [])],
         [DeleteRange(b"a"), Txn([], [], [Put(b"a")])],
@@ -160,6 +161,8 @@ def test_duplicate_key_rules(ops):
         [DeleteRange(b"a", b"b"), Put(b"b"), Put(b"c")],
         # a put in an earlier nested txn is not checked against a later sibling's delete
         [Txn([], [Put(b"a")], []), Txn([], [DeleteRange(b"a")], [])],
+        # etcd takes range_end literally here: "all keys >= a" (\0) is an empty interval
+        [Put(b"b"), DeleteRange(b"a", b"\x00")],
     ],
 )
 def test_allowed_overlaps(ops):

@@ -38,7 +38,7 @@ def check_put(r: rpc_pb2.PutRequest, limits: Limits) -> None:
         raise errors.LeaseProvided()
     if len(r.key) + len(r.value) > limits.max_request_bytes or r.ByteSize() > limits.max_request_bytes:
         raise errors.RequestTooLarge()
-    if len(r.key) > MAX_KEY_BYTES // 2 and len(r.key) + r.key.count(b"\x00") > MAX_KEY_BYTES:
+    if len(r.key) > MAX_KEY_BYTES:
         # The store's limit (LMDB keys); refused here so it costs no Raft round.
         raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
 

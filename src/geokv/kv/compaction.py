@@ -20,11 +20,12 @@ _main_from = struct.Struct(">Q").unpack_from
 def compact_chunk(txn, kv_db, log_db, target: int, pos: bytes, max_rows: int) -> tuple[bool, bytes, int]:
     """Remove versions hidden by the pending compaction, walking at most max_rows log rows.
 
-    For each change-log row with main_rev <= target: keep the key's newest version
-    at or before target (drop it too if it is a tombstone older than target) and drop
-    everything older; drop the log row unless it is at target itself (watchers may
-    still start at the compact revision).  ``pos`` is the log key to resume at.
-    Returns (finished, resume position, bytes freed).
+    The rule (etcd's): after compacting at C, a version with main_rev <= C stays only if
+    it is its key's newest version at or before C and not a deletion.  For each
+    change-log row with main_rev <= target this drops every other version of the row's
+    key at or before target; the row itself goes unless it is at target (the next
+    compaction starts there, and watchers may start at the compact revision).  ``pos``
+    is the log key to resume at.  Returns (finished, resume position, bytes freed).
     """
     logcur = txn.cursor(log_db)
     kvcur = txn.cursor(kv_db)
@@ -43,28 +44,17 @@ def compact_chunk(txn, kv_db, log_db, target: int, pos: bytes, max_rows: int) ->
         rows += 1
         key = logcur.value()
         prefix = key_prefix(key)
-        at_target = False
-        kept = kvcur.set_range(prefix + layout.at_suffix(target))
-        while kept:  # versions written at the compact revision itself all stay
-            k = kvcur.key()
-            if not k.startswith(prefix) or layout.main_of(k) != target:
-                break
-            at_target = True
-            kept = kvcur.next()
-        if kept and not at_target and kvcur.key().startswith(prefix):
-            k = kvcur.key()
+        more = kvcur.set_range(prefix + layout.at_suffix(target))
+        if more and kvcur.key().startswith(prefix):
             if kvcur.value():
-                kvcur.next()  # the newest version before target stays visible
-            else:
-                freed += len(k)
-                kvcur.delete()  # a tombstone before target hides nothing any more
-        while kept:
-            k = kvcur.key()
-            if not k.startswith(prefix):
-                break
-            freed += len(k) + len(kvcur.value())
-            if not kvcur.delete():
-                break
+                more = kvcur.next()  # the newest version at or before target stays
+            # (a deletion as the newest version hides nothing any more: it goes below)
+            while more:
+                k = kvcur.key()
+                if not k.startswith(prefix):
+                    break
+                freed += len(k) + len(kvcur.value())
+                more = kvcur.delete()
         if main < target:
             freed += len(lkey) + len(key)
             ok = logcur.delete()

@@ -2,10 +2,15 @@
 
 One LMDB database ``kv`` holds every stored version of every key::
 
-    esc(key) + b"\\0\\0" + be64(M64 - main_rev) + be32(M32 - sub_rev)  ->  record
+    enc(key) + be64(M64 - main_rev) + be32(M32 - sub_rev)  ->  record
 
-``esc`` doubles every NUL byte as ``\\0\\xff``, so ``esc(key) + b"\\0\\0"`` (the key's
-*prefix*) sorts exactly like ``key`` and no prefix is a prefix of another key's prefix.
+``enc`` (the key's *prefix*) cuts the key into groups of 16 bytes, pads the last one
+with NULs and follows every group with a marker byte: 17 when another group follows,
+else the number of real bytes in the group (0..16). It sorts exactly like ``key``, no
+prefix is a prefix of another key's prefix, and it costs a fixed 1/16 whatever the
+bytes are (an escape of NUL bytes would double keys made mostly of NULs, such as the
+ones ``etcdctl check perf`` writes). LMDB's 511-byte key limit less the 12-byte
+suffix leaves room for 29 groups: keys of at most ``MAX_KEY_BYTES`` = 464 bytes.
 The revision is stored inverted, so the versions of one key are adjacent and ordered
 newest first:
 
@@ -28,9 +33,12 @@ M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 
 SUFFIX_BYTES = 12  # inverted (main_rev, sub_rev)
-TERMINATOR = b"\x00\x00"
+GROUP_BYTES = 16
+_GROUP_STRIDE = GROUP_BYTES + 1
+_MORE = bytes((_GROUP_STRIDE,))  # marker of a group that another group follows
 MAX_LMDB_KEY_BYTES = 511
-MAX_PREFIX_BYTES = MAX_LMDB_KEY_BYTES - SUFFIX_BYTES
+MAX_PREFIX_BYTES = (MAX_LMDB_KEY_BYTES - SUFFIX_BYTES) // _GROUP_STRIDE * _GROUP_STRIDE
+MAX_KEY_BYTES = MAX_PREFIX_BYTES // _GROUP_STRIDE * GROUP_BYTES
 
 REV = struct.Struct(">QI")  # (main, sub), plain in the log, inverted in kv suffixes
 HDR = struct.Struct(">QQq")  # create_revision, version, lease
@@ -43,12 +51,31 @@ _rev_unpack_from = REV.unpack_from
 
 
 def key_prefix(key: bytes) -> bytes:
-    """The order-preserving, prefix-free encoding of a user key."""
-    return key.replace(b"\x00", b"\x00\xff") + TERMINATOR
+    """The order-preserving, prefix-free encoding of a user key (see the module doc)."""
+    n = len(key)
+    if n <= GROUP_BYTES:
+        return key + bytes(GROUP_BYTES - n) + bytes((n,))
+    groups = (n + GROUP_BYTES - 1) // GROUP_BYTES
+    used = n - (groups - 1) * GROUP_BYTES
+    padded = key + bytes(GROUP_BYTES - used) if used < GROUP_BYTES else key
+    out = bytearray(groups * _GROUP_STRIDE)
+    for i in range(GROUP_BYTES):
+        out[i::_GROUP_STRIDE] = padded[i::GROUP_BYTES]
+    out[GROUP_BYTES::_GROUP_STRIDE] = _MORE * groups
+    out[-1] = used
+    return bytes(out)
 
 
 def user_key(prefix: bytes) -> bytes:
-    return prefix[:-2].replace(b"\x00\xff", b"\x00")
+    """The inverse of key_prefix."""
+    groups = len(prefix) // _GROUP_STRIDE
+    used = prefix[-1]
+    if groups == 1:
+        return prefix[:used]
+    data = bytearray(groups * GROUP_BYTES)
+    for i in range(GROUP_BYTES):
+        data[i::GROUP_BYTES] = prefix[i::_GROUP_STRIDE]
+    return bytes(data[: (groups - 1) * GROUP_BYTES + used])
 
 
 def version_suffix(main: int, sub: int) -> bytes:

@@ -132,7 +132,13 @@ def collect_events(logcur, kvcur, rev: int, crev: int, start_rev: int, end_rev: 
                 continue
         prefix = key_prefix(k)
         ckey = prefix + layout.version_suffix(main, sub)
-        if not kvcur.set_key(ckey):
+        if main == crev:
+            # At the compact revision only what compaction keeps is an event: the key's
+            # newest version there, unless a deletion (as etcd), however far the
+            # physical compaction has got.
+            if not (kvcur.set_range(prefix + layout.at_suffix(crev)) and kvcur.key() == ckey and kvcur.value()):
+                continue
+        elif not kvcur.set_key(ckey):
             raise AssertionError(f"change-log row {main}/{sub} has no kv row")
         rec = kvcur.value()
         prev = None
@@ -150,8 +156,9 @@ def collect_events(logcur, kvcur, rev: int, crev: int, start_rev: int, end_rev: 
 
 def hash_keyspace(kvcur, upto: int, crev: int) -> int:
     """crc32c of every version visible at some revision in [crev, upto]: the versions
-    after crev plus each key's newest live version at crev.  Rows a pending physical
-    compaction has not removed yet are skipped, so all replicas agree."""
+    after crev plus each key's newest version at or before crev unless a deletion (the
+    versions compaction keeps).  Rows a pending physical compaction has not removed yet
+    are skipped, so all replicas agree."""
     h = 0
     last_prefix = b""
     seen_old = False  # already met this key's newest version at or before crev
@@ -162,12 +169,10 @@ def hash_keyspace(kvcur, upto: int, crev: int) -> int:
         main = layout.main_of(k)
         if main > upto:
             continue
-        if main >= crev:
+        if main > crev:
             keep = True
         else:
             keep = not seen_old and bool(rec)
-            seen_old = True
-        if main <= crev:
             seen_old = True
         if keep:
             h = crc32c.crc32c(rec, crc32c.crc32c(k, h))

@@ -31,8 +31,8 @@ more than that), so it keeps up with writes without holding them for long, and i
 progress depends only on the log.  The space quota is checked against a
 logical byte count kept in the same transaction, not against the file size.
 
-Limits.  Keys are at most ``types.MAX_KEY_BYTES`` (480) bytes, NUL bytes counting
-double (LMDB's key size limit); longer keys get InvalidArgument.  A Put, a Txn with
+Limits.  Keys are at most ``types.MAX_KEY_BYTES`` (464) bytes (LMDB's key size limit
+less the encoding, see layout); longer keys get InvalidArgument.  A Put, a Txn with
 puts or a LeaseGrant gets NoSpace when ``data_bytes`` plus its size would pass
 ``quota_bytes``; deletes and compaction always work, so space can be freed.
 
@@ -114,7 +114,7 @@ _hdr_pack = HDR.pack
 _version_suffix = layout.version_suffix
 _rev_pack = layout.REV.pack
 _inv_main_from = struct.Struct(">Q").unpack_from
-_MAX_PREFIX_BYTES = MAX_KEY_BYTES + 2  # escaped key plus terminator
+_MAX_PREFIX_BYTES = layout.MAX_PREFIX_BYTES  # the encoded key of MAX_KEY_BYTES
 _log_key = layout.log_key
 
 
@@ -338,7 +338,7 @@ class MVCCStore:
     def _put(self, p: Put) -> KeyValue | None:
         """Write one put at (self._wrev, self._sub); returns the previous live kv."""
         key = p.key
-        prefix = key.replace(b"\x00", b"\x00\xff") + b"\x00\x00"  # layout.key_prefix, inlined
+        prefix = key_prefix(key)
         if len(prefix) > _MAX_PREFIX_BYTES:
             raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
         cur = self._cur
@@ -428,7 +428,10 @@ class MVCCStore:
         # against the state before the txn, and the requests on that path are checked
         # before anything is written, so a failing txn writes nothing.
         path = self._txn_path(t)
-        self._check_path(t, path)
+        put_bytes = self._check_path(t, path, puts=True)
+        self._check_path(t, path, puts=False)
+        if put_bytes:
+            self._check_quota(put_bytes)
         responses = self._exec_txn(t, path)
         rev = self._wrev if self._sub else self._rev
         return TxnResult(rev, path[0], responses)
@@ -438,12 +441,16 @@ class MVCCStore:
         branch = t.success if ok else t.failure
         return ok, [self._txn_path(op) for op in branch if type(op) is Txn]
 
-    def _check_path(self, t: Txn, path: tuple[bool, list]) -> None:
+    def _check_path(self, t: Txn, path: tuple[bool, list], puts: bool) -> int:
+        """etcd's pre-apply checks of the ops on the chosen path: puts first (over the
+        whole path, nested txns included), then ranges.  Returns the bytes put."""
         nested = iter(path[1])
         put_bytes = 0
         for op in t.success if path[0] else t.failure:
             ot = type(op)
             if ot is Put:
+                if not puts:
+                    continue
                 put_bytes += len(op.key) + len(op.value) + 1
                 if len(key_prefix(op.key)) > _MAX_PREFIX_BYTES:
                     raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
@@ -453,14 +460,15 @@ class MVCCStore:
                 if op.lease and self._txn.get(_ID.pack(op.lease), db=self._lease) is None:
                     raise errors.LeaseNotFound()
             elif ot is Range:
+                if puts:
+                    continue
                 if op.revision > self._rev:
                     raise errors.FutureRev()
                 if 0 < op.revision < self._crev:
                     raise errors.Compacted()
             elif ot is Txn:
-                self._check_path(op, next(nested))
-        if put_bytes:
-            self._check_quota(put_bytes)
+                put_bytes += self._check_path(op, next(nested), puts)
+        return put_bytes
 
     def _exec_txn(self, t: Txn, path: tuple[bool, list]) -> list:
         nested = iter(path[1])

@@ -27,10 +27,10 @@ from geokv import errors
 MAX_TXN_OPS_DEFAULT = 128
 """etcd's default --max-txn-ops."""
 
-MAX_KEY_BYTES = 480
-"""Longest key the LMDB layout can index (LMDB keys are at most 511 bytes; the store adds
-an order-preserving escape and a 14-byte revision suffix).  A key with many NUL bytes
-needs one extra byte per NUL, so the exact limit is on the escaped length."""
+MAX_KEY_BYTES = 464
+"""Longest key the LMDB layout can index: LMDB keys are at most 511 bytes, the store
+adds a 12-byte revision suffix and encodes the key in groups of 16 bytes plus a marker
+byte (kv/layout.py), whatever bytes the key holds.  Checked by tests/kv."""
 
 MAX_LEASE_TTL_S = 9_000_000_000
 """etcd's MaxLeaseTTL: a larger TTL gives LeaseTTLTooLarge."""
@@ -334,23 +334,23 @@ def _check_txn(t: Txn, max_txn_ops: int) -> None:
                 raise errors.InvalidArgument(f"etcdserver: {ot.__name__} is not allowed in a txn")
 
 
-def _del_interval(d: DeleteRange) -> tuple[bytes, bytes | None]:
-    """[lo, hi) of a delete; hi None means unbounded; a single key k is [k, k+\\0)."""
+def _del_interval(d: DeleteRange) -> tuple[bytes, bytes]:
+    """[lo, hi) of a delete as etcd's duplicate check sees it: a single key k is
+    [k, k+\\0), and range_end is taken literally, so etcd's "every key >= key" (range_end
+    \\0) is an empty interval here and never collides (checked against etcd 3.4)."""
     if not d.range_end:
         return d.key, d.key + b"\x00"
-    if d.range_end == b"\x00":
-        return d.key, None
     return d.key, d.range_end
 
 
-def _in_dels(key: bytes, dels: list[tuple[bytes, bytes | None]]) -> bool:
+def _in_dels(key: bytes, dels: list[tuple[bytes, bytes]]) -> bool:
     for lo, hi in dels:
-        if lo <= key and (hi is None or key < hi):
+        if lo <= key < hi:
             return True
     return False
 
 
-def _check_intervals(ops: list) -> tuple[set[bytes], list[tuple[bytes, bytes | None]]]:
+def _check_intervals(ops: list) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
     """etcd's duplicate-key rule for one branch; returns (puts, delete intervals).
 
     A key may be put at most once per executed path, and may not be both put and
@@ -358,7 +358,7 @@ def _check_intervals(ops: list) -> tuple[set[bytes], list[tuple[bytes, bytes | N
     of nested txns; puts in the then- and else-branch of one nested txn may repeat each
     other because only one of them runs.  Deletes may overlap each other freely.
     """
-    dels: list[tuple[bytes, bytes | None]] = [_del_interval(op) for op in ops if type(op) is DeleteRange]
+    dels: list[tuple[bytes, bytes]] = [_del_interval(op) for op in ops if type(op) is DeleteRange]
     puts: set[bytes] = set()
     for op in ops:
         if type(op) is not Txn:
