@@ -36,6 +36,8 @@ from geokv.raft.types import (
     MessageType,
     ReadOnlyOption,
     Ready,
+    Snapshot,
+    SnapshotMetadata,
     StateRole,
 )
 
@@ -482,6 +484,8 @@ class SimNode:
             raise AssertionError(f"node {self.id} sent {m.type.name} to itself")
         if m.to not in sim.nodes:
             return  # a member id with no server behind it (never started)
+        if m.type == MessageType.SNAP and m.snapshot is not None:
+            m.snapshot = self._merged_snapshot(m.snapshot)
         if m.type == MessageType.VOTE_RESP and not m.reject:
             hs = self.disk.hard_state()
             sim.checker.on_vote_granted(self.id, m.term, m.to, hs.term, hs.vote)
@@ -496,6 +500,19 @@ class SimNode:
         if m.type == MessageType.SNAP:
             delay = (sim.net.one_way_ms(self.id, m.to) * 2 if ok else SNAP_FAILURE_REPORT_MS)
             sim.sched.after(delay, self._snap_reported, self.epoch, m.to, ok)
+
+    def _merged_snapshot(self, snap: Snapshot) -> Snapshot:
+        """Like etcd (and geokv's runtime), ship the *current* applied state and
+        configuration instead of the last stored snapshot: a member added after that
+        snapshot was taken is not in its configuration and would refuse it forever."""
+        index = self.sm.applied_index
+        if index <= snap.metadata.index:
+            return snap
+        try:
+            term = self.storage.term(index)
+        except StorageError:
+            return snap
+        return Snapshot(SnapshotMetadata(index, term, self.conf_state), self.sm.snapshot())
 
     def _snap_reported(self, epoch: int, to: int, ok: bool) -> None:
         if epoch != self.epoch or not self.up:
