@@ -10,8 +10,14 @@ same run on the same disk and CPU:
   * ``memwal``   - the same 3 Members with an in-memory Raft log (no fsync): what the
                    driver loop, transport and apply cost without the disk.
 ``--profile`` adds a cProfile split of one run by layer (runtime/raft/kv/storage/asyncio).
+``--grpc`` adds a write-only load through the etcd gRPC API (bench/loadgen.py, grpc.aio)
+against 3 real geokv processes (LocalCluster) and, as the reference, 3 etcd 3.4
+processes, same client, same machine, same run.
 
-    python bench/bench_runtime.py [--writes 6000] [--concurrency 1,64,256] [--profile]
+    python bench/bench_runtime.py [--writes 6000] [--concurrency 1,64,256] [--profile] [--grpc]
+
+CPU microseconds per write are reported beside the rates: on a shared machine they are
+the steadier number (in-process: the whole process, i.e. all 3 members, client included).
 
 Prints a table and a final line ``RESULT {json}``.
 """
@@ -30,6 +36,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
+sys.path.insert(0, HERE)
 
 from geokv.kv.store import MVCCStore  # noqa: E402
 from geokv.kv.types import Put  # noqa: E402
@@ -115,13 +122,67 @@ async def run_cluster(base: str, writes: int, concurrencies: list[int], memwal: 
             n = writes if conc > 1 else max(200, writes // 20)
             if profile is not None and conc == max(concurrencies):
                 profile.enable()
+            cpu0 = time.process_time()
             wps, lat = await drive(c, n, conc, b"c%d/" % conc)
+            cpu_us = (time.process_time() - cpu0) / n * 1e6
             if profile is not None and conc == max(concurrencies):
                 profile.disable()
-            out[conc] = {"writes_per_s": wps, "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000}
+            out[conc] = {"writes_per_s": wps, "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+                         "cpu_us_per_write": cpu_us}
     finally:
         await c.stop()
     return out
+
+
+GRPC_SECONDS = 8.0
+GRPC_CONCURRENCY = 64
+
+
+def grpc_write_load(endpoints: list[str], seconds: float, concurrency: int) -> dict:
+    import subprocess
+
+    out = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--endpoints", ",".join(endpoints),
+                          "--seconds", str(seconds), "--concurrency", str(concurrency), "--read-fraction", "0"],
+                         capture_output=True, text=True, timeout=seconds + 120)
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    lat = doc["latencies_s"]
+    return {"writes_per_s": doc["counts"]["write"] / doc["elapsed_s"], "p50_ms": pct(lat, 0.5) * 1000,
+            "p99_ms": pct(lat, 0.99) * 1000, "errors": doc["counts"]["error"]}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_with_cpu(endpoints: list[str], pids: list[int]) -> dict:
+    """The write load plus server CPU microseconds per acknowledged write (all members)."""
+    c0 = [cpu_seconds(p) for p in pids]
+    r = grpc_write_load(endpoints, GRPC_SECONDS, GRPC_CONCURRENCY)
+    used = sum(cpu_seconds(p) - c for p, c in zip(pids, c0))
+    writes = max(1.0, r["writes_per_s"] * GRPC_SECONDS)
+    r["server_cpu_us_per_write"] = used / writes * 1e6
+    return r
+
+
+def bench_grpc(base: str) -> dict:
+    from bench_server import EtcdCluster, wait_ready
+
+    from geokv.testing.cluster import LocalCluster
+
+    res = {}
+    os.makedirs(os.path.join(base, "etcd"), exist_ok=True)
+    etcd = EtcdCluster(os.path.join(base, "etcd"))
+    try:
+        wait_ready(etcd.endpoints)
+        res["etcd"] = load_with_cpu(etcd.endpoints, etcd.pids)
+    finally:
+        etcd.stop()
+    with LocalCluster(3, os.path.join(base, "geokv"), heartbeat_ms=100, election_ms=1000) as c:
+        c.wait_ready()
+        eps = [e.replace("http://", "") for e in c.endpoints]
+        res["geokv"] = load_with_cpu(eps, [c.pid(i) for i in range(3)])
+    return res
 
 
 LAYERS = [("geokv/runtime", "runtime"), ("geokv/raft", "raft"), ("geokv/kv", "kv"),
@@ -150,6 +211,7 @@ def main() -> int:
     ap.add_argument("--writes", type=int, default=6000)
     ap.add_argument("--concurrency", default="1,64,256")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--grpc", action="store_true")
     args = ap.parse_args()
     concs = [int(x) for x in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="geokv-bench-rt-", dir=os.environ.get("BENCH_DIR")) as base:
@@ -158,18 +220,30 @@ def main() -> int:
         prof = cProfile.Profile() if args.profile else None
         disk = asyncio.run(run_cluster(os.path.join(base, "disk"), args.writes, concs, False, prof))
         mem = asyncio.run(run_cluster(os.path.join(base, "mem"), args.writes, concs, True, None))
+        grpc_res = bench_grpc(base) if args.grpc else None
     print(f"references: fsync {fsync_per_s:,.0f}/s (one durable write = {1000 / fsync_per_s:.2f} ms), "
           f"MVCC apply alone {mvcc_puts_per_s:,.0f} puts/s")
-    print(f"{'3 members in-process':<28}{'conc':>6}{'writes/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'3 members in-process':<28}{'conc':>6}{'writes/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
+          f"{'CPU us/write':>14}")
     for label, res in (("WAL+fsync (real)", disk), ("in-memory log (no fsync)", mem)):
         for conc, r in res.items():
-            print(f"{label:<28}{conc:>6}{r['writes_per_s']:>12,.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+            print(f"{label:<28}{conc:>6}{r['writes_per_s']:>12,.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+                  f"{r['cpu_us_per_write']:>14.0f}")
     result = {
         "ref_fsync_per_s": round(fsync_per_s, 1), "ref_mvcc_puts_per_s": round(mvcc_puts_per_s, 1),
         "disk": {str(k): {kk: round(vv, 3) for kk, vv in v.items()} for k, v in disk.items()},
         "memwal": {str(k): {kk: round(vv, 3) for kk, vv in v.items()} for k, v in mem.items()},
         "serial_write_vs_fsync_floor": round(disk[concs[0]]["p50_ms"] / (1000 / fsync_per_s), 2),
     }
+    if grpc_res is not None:
+        print(f"through gRPC, 3 processes, writes only, concurrency {GRPC_CONCURRENCY}, {GRPC_SECONDS:.0f} s:")
+        for name, r in grpc_res.items():
+            print(f"  {name:<10}{r['writes_per_s']:>10,.0f} writes/s  p50 {r['p50_ms']:.2f} ms  "
+                  f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  "
+                  f"server CPU {r['server_cpu_us_per_write']:.0f} us/write (3 members)")
+        result["grpc"] = {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in grpc_res.items()}
+        result["grpc_geokv_vs_etcd_writes"] = round(
+            grpc_res["geokv"]["writes_per_s"] / max(1e-9, grpc_res["etcd"]["writes_per_s"]), 3)
     if prof is not None:
         split = profile_split(prof)
         print(f"profile of the c={max(concs)} run (share of CPU time by layer):")

@@ -150,12 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geokv: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(cfg.log_level)
-    try:
-        import uvloop
+    if os.environ.get("GEOKV_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    profile_out = os.environ.get("GEOKV_PROFILE_OUT")  # cProfile the whole server (benchmarks)
+    prof = None
+    if profile_out:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         return asyncio.run(run_server(cfg))
     except StartupError as exc:
@@ -163,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STARTUP_FAILED
     except KeyboardInterrupt:
         return 0
+    finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(f"{profile_out}.{cfg.name}")
 
 
 if __name__ == "__main__":

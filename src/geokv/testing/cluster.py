@@ -82,6 +82,7 @@ class LocalCluster:
         if base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="geokv-cluster-")
             base_dir = self._tmp.name
+        os.makedirs(base_dir, exist_ok=True)
         self.base_dir = base_dir
         self.token = token
         self.python = python
