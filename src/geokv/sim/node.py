@@ -305,9 +305,9 @@ class SimNode:
             elif kind == _CONF:
                 try:
                     rn.propose_conf_change(arg)
-                    self.sim.trace(f"n{self.id} proposed conf change {_cc_str(arg)}")
+                    self.sim.trace(f"n{self.id} proposed conf change {describe_conf_change(arg)}")
                 except ProposalDropped as exc:
-                    self.sim.trace(f"n{self.id} conf change {_cc_str(arg)} dropped: {exc.reason}")
+                    self.sim.trace(f"n{self.id} conf change {describe_conf_change(arg)} dropped: {exc.reason}")
             elif kind == _TRANSFER:
                 rn.transfer_leader(arg)
             elif kind == _UNREACHABLE:
@@ -527,11 +527,11 @@ class SimNode:
         return self.rawnode.role.name.lower()
 
 
-def _cc_str(cc: ConfChange) -> str:
+def describe_conf_change(cc: ConfChange) -> str:
     if not cc.changes:
         return "leave-joint"
     parts = [f"{c.type.name.lower()}({c.node_id})" for c in cc.changes]
     return "+".join(parts) + f"/{cc.transition.name.lower()}"
 
 
-__all__ = ["SimNode", "StorageError", "encode_wire", "decode_wire"]
+__all__ = ["SimNode", "describe_conf_change", "encode_wire", "decode_wire"]

@@ -23,7 +23,7 @@ from .checkers import SafetyChecker, SafetyViolation
 from .config import RunResult, SimConfig
 from .linearizability import CheckerBoundExceeded, Op, check_history
 from .network import Network, NetworkParams
-from .node import CRASHED, PAUSED, RUNNING, STOPPED, SimNode, _cc_str
+from .node import CRASHED, PAUSED, RUNNING, STOPPED, SimNode, describe_conf_change
 from .scheduler import Scheduler, SimulationLimitExceeded
 from .statemachine import encode_write
 
@@ -148,7 +148,7 @@ class Simulation:
             return
         self.conf_index_max = index
         members = set(cs.voters) | set(cs.learners) | set(cs.voters_outgoing) | set(cs.learners_next)
-        self.trace(f"config at {index} ({_cc_str(cc)}): voters={list(cs.voters)} "
+        self.trace(f"config at {index} ({describe_conf_change(cc)}): voters={list(cs.voters)} "
                    f"learners={list(cs.learners)} outgoing={list(cs.voters_outgoing)}")
         for nid in sorted(self.members_ever - members):
             self.members_ever.discard(nid)
@@ -409,7 +409,7 @@ class Simulation:
             changes = (ConfChangeSingle(A, incoming), ConfChangeSingle(R, rng.choice(voters)))
             transition = rng.choice(list(ConfChangeTransition))
         cc = ConfChange(changes, transition)
-        self.fault(f"member change via n{leader.id}: {_cc_str(cc)}")
+        self.fault(f"member change via n{leader.id}: {describe_conf_change(cc)}")
         leader.admin("conf", cc)
 
     def _crash(self, target: SimNode, duration_ms: float, why: str = "") -> None:
