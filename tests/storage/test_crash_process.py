@@ -18,7 +18,7 @@ from geokv.storage import DiskRaftStorage
 from geokv.storage.framing import RecordType, encode_frame
 from geokv.storage.wal import list_segments
 
-from ._crash_writer import payload
+from ._crash_writer import payload, snapshot_data
 
 WRITER = os.path.join(os.path.dirname(__file__), "_crash_writer.py")
 #: Kill/reopen rounds on one data directory.
@@ -69,9 +69,24 @@ def _tear_tail(d: str, rng: random.Random) -> None:
 
 
 def _check(d: str, last_report: tuple[int, int] | None) -> int:
+    """Reopen ``d``: nothing invented or damaged, the last durable report is kept.
+
+    An entry reported durable is kept either in the log with a term at least the
+    reported one (a later leader may have overwritten it), or, once compacted, by the
+    snapshot: the writer's snapshots are taken after entries that were never reported
+    (``create_snapshot`` fsyncs them), so a snapshot may cover the last report. Log
+    terms never go down, so then the snapshot's term must be at least the reported
+    term, and the snapshot must be the one the writer took at that (index, term).
+    """
     st = DiskRaftStorage.open(RealDisk(), d)
     try:
         first, last = st.first_index(), st.last_index()
+        snap = st.snapshot()
+        md = snap.metadata
+        assert first == md.index + 1, f"log starts at {first}, not right after the snapshot at {md.index}"
+        if md.index > 0:
+            assert snap.data == snapshot_data(md.index, md.term), (
+                f"snapshot {md.index}/{md.term} was invented or damaged: {snap.data[:40]!r}")
         ents = st.entries(first, last + 1) if last >= first else []
         prev_term = st.term(first - 1) if first > 1 else 0
         for e in ents:
@@ -81,7 +96,11 @@ def _check(d: str, last_report: tuple[int, int] | None) -> int:
         if last_report is not None:
             ri, rt = last_report
             assert last >= ri, f"durable entry {ri} lost (log ends at {last})"
-            assert st.term(ri) >= rt, f"durable entry {ri} of term {rt} lost"
+            if ri < first:
+                assert md.term >= rt, (f"durable entry {ri} of term {rt} lost: compacted into "
+                                       f"snapshot {md.index} of term {md.term}")
+            else:
+                assert st.term(ri) >= rt, f"durable entry {ri} of term {rt} lost"
             assert st.initial_state()[0].term >= rt
         return last
     finally:
@@ -102,3 +121,27 @@ def test_sigkill_never_loses_durable_entries_nor_invents_any(tmp_path):
             _tear_tail(d, rng)
         lasts.append(_check(d, last_report))
     assert lasts[-1] > 100  # the writers did real work across the rounds
+
+
+def test_the_check_fails_on_lost_entries_in_the_log_or_under_a_snapshot(tmp_path):
+    """_check is not a free pass: a report the reopened store does not cover fails it,
+    whether the reported entry is still in the log or compacted into the snapshot."""
+    from geokv.raft.types import ConfState, Entry, HardState
+
+    d = str(tmp_path / "node")
+    st = DiskRaftStorage.open(RealDisk(), d)
+    try:
+        ents = [Entry(1 if i <= 50 else 2, i, data=payload(1 if i <= 50 else 2, i)) for i in range(1, 101)]
+        st.save(HardState(2, 1, 0), ents)
+        st.sync()
+        st.create_snapshot(80, ConfState((1,)), snapshot_data(80, 2))
+        st.compact(80)
+    finally:
+        st.close()
+    assert _check(d, (70, 2)) == 100  # compacted, but the snapshot (term 2) covers it
+    assert _check(d, (90, 2)) == 100
+    for report, why in [((70, 3), "compacted into snapshot 80 of term 2"),
+                        ((90, 3), "durable entry 90 of term 3 lost"),
+                        ((101, 2), "durable entry 101 lost")]:
+        with pytest.raises(AssertionError, match=why):
+            _check(d, report)
