@@ -45,10 +45,10 @@ class Cluster:
             raise AssertionError(f"{' '.join(cmd)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
         return cp
 
-    def spawn_etcdctl(self, *args: str, endpoints: str | None = None) -> subprocess.Popen:
+    def spawn_etcdctl(self, *args: str, endpoints: str | None = None, stderr: bool = False) -> subprocess.Popen:
         env = dict(os.environ, ETCDCTL_API="3")
         cmd = [ETCDCTL, f"--endpoints={endpoints or self.all_endpoints}", *args]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
                                 stdin=subprocess.DEVNULL, env=env)
 
     def log_tail(self, n_bytes: int = 2000) -> str:

@@ -38,6 +38,8 @@ def test_losing_and_regaining_quorum(cluster):
     ep0, m0 = cluster.endpoints[0], cluster.metrics[0]
     cluster.etcdctl("put", "q/k", "before")
     assert health(m0) == (200, {"health": "true"})
+    # etcdctl watch requires a leader (hasleader metadata): it must be told, not left hanging
+    watcher = cluster.spawn_etcdctl("watch", "q/", "--prefix", endpoints=ep0, stderr=True)
     cluster.local.stop_member(1)
     cluster.local.stop_member(2)
     try:
@@ -48,7 +50,19 @@ def test_losing_and_regaining_quorum(cluster):
         assert "etcdserver:" in cp.stderr or "context deadline exceeded" in cp.stderr
         out = cluster.etcdctl("get", "q/k", "--consistency=s", "--print-value-only", endpoints=ep0).stdout
         assert out.strip() == "before"
+        try:
+            watcher.wait(RECOVER_S)
+        except Exception:
+            watcher.kill()
+            raise AssertionError("a leader-requiring watch stayed open without a leader") from None
+        assert watcher.returncode != 0
+        assert "etcdserver: no leader" in watcher.stdout.read().decode() + watcher.stderr.read().decode()
     finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        watcher.stdout.close()
+        watcher.stderr.close()
         cluster.local.restart(1)
         cluster.local.restart(2)
     cluster.local.wait_ready()

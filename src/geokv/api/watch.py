@@ -30,6 +30,10 @@ ERR_EMPTY_RANGE = "mvcc: watcher range is empty"
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 ERR_TOO_MANY = "geokv: too many watchers on this stream"
 PROGRESS_WATCH_ID = -1  # etcd: a progress response not tied to one watcher
+REQUIRE_LEADER_KEY = "hasleader"
+LEADER_CHECK_INTERVAL_S = 1.0  # when the member does not tell its election timeout
+NO_LEADER_CHECKS_MAX = 3  # etcd's maxNoLeaderCnt: leaderless checks before streams end
+_LEADER_LOST = object()  # queued by the leader monitor: end the stream with "no leader"
 
 
 @dataclass(slots=True)
@@ -48,7 +52,7 @@ class _WatchStream:
         self.hub = member.watch_hub
         self.max_response_bytes = max_response_bytes
         self.progress_interval_s = progress_interval_s
-        self.out: asyncio.Queue[rpc_pb2.WatchResponse | None] = asyncio.Queue(SEND_QUEUE_RESPONSES_MAX)
+        self.out: asyncio.Queue[Any] = asyncio.Queue(SEND_QUEUE_RESPONSES_MAX)
         self.subs: dict[int, _Sub] = {}
         self.next_id = 0
 
@@ -195,18 +199,59 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         self.progress_interval_s = progress_interval_s
 
     async def Watch(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        need_leader = requires_leader(context)
+        if need_leader and not getattr(self.member, "leader_id", 1):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, errors.NoLeader.message)
         stream = _WatchStream(self.member, self.max_response_bytes, self.progress_interval_s)
-        reader = asyncio.get_running_loop().create_task(stream.read_requests(request_iterator))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(stream.read_requests(request_iterator))
+        monitor = loop.create_task(self._monitor_leader(stream)) if need_leader else None
         try:
             while True:
                 resp = await stream.out.get()
                 if resp is None:
                     break
+                if resp is _LEADER_LOST:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, errors.NoLeader.message)
                 await context.write(resp)
         finally:
             reader.cancel()
+            if monitor is not None:
+                monitor.cancel()
             stream.close()
-            try:
-                await reader
-            except BaseException:  # noqa: BLE001 - the stream is over either way
-                pass
+            for task in (reader, monitor):
+                if task is None:
+                    continue
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001 - the stream is over either way
+                    pass
+
+    async def _monitor_leader(self, stream: _WatchStream) -> None:
+        """etcd's rule for clients that require a leader: once this member has seen no
+        leader for NO_LEADER_CHECKS_MAX election timeouts, end the stream with "no
+        leader" so the client moves to a member on the majority side."""
+        interval_s = float(getattr(self.member, "election_s", LEADER_CHECK_INTERVAL_S) or LEADER_CHECK_INTERVAL_S)
+        misses = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            if getattr(self.member, "leader_id", 1):
+                misses = 0
+                continue
+            misses += 1
+            if misses >= NO_LEADER_CHECKS_MAX:
+                await stream.out.put(_LEADER_LOST)
+                return
+
+
+def requires_leader(context: grpc.aio.ServicerContext) -> bool:
+    """etcd clients send ``hasleader: true`` (clientv3.WithRequireLeader) on streams that
+    must fail over rather than hang on a member cut off from the leader."""
+    md = context.invocation_metadata()
+    if not md:
+        return False
+    for item in md:
+        if item[0] == REQUIRE_LEADER_KEY:
+            v = item[1] if isinstance(item[1], str) else item[1].decode()
+            return v == "true"
+    return False
