@@ -50,32 +50,35 @@ _rev_unpack = REV.unpack
 _rev_unpack_from = REV.unpack_from
 
 
+# _PAD[u]: the padding and final marker of a last group holding u real bytes.
+_PAD = tuple(bytes(GROUP_BYTES - u) + bytes((u,)) for u in range(GROUP_BYTES + 1))
+
+
 def key_prefix(key: bytes) -> bytes:
-    """The order-preserving, prefix-free encoding of a user key (see the module doc)."""
+    """The order-preserving, prefix-free encoding of a user key (see the module doc).
+
+    Built from slices and one join so that it costs about a microsecond for a 256-byte
+    key: it runs on every put and every point read.
+    """
     n = len(key)
     if n <= GROUP_BYTES:
-        return key + bytes(GROUP_BYTES - n) + bytes((n,))
-    groups = (n + GROUP_BYTES - 1) // GROUP_BYTES
-    used = n - (groups - 1) * GROUP_BYTES
-    padded = key + bytes(GROUP_BYTES - used) if used < GROUP_BYTES else key
-    out = bytearray(groups * _GROUP_STRIDE)
-    for i in range(GROUP_BYTES):
-        out[i::_GROUP_STRIDE] = padded[i::GROUP_BYTES]
-    out[GROUP_BYTES::_GROUP_STRIDE] = _MORE * groups
-    out[-1] = used
-    return bytes(out)
+        return key + _PAD[n]
+    cut = ((n - 1) // GROUP_BYTES) * GROUP_BYTES  # bytes in the groups before the last
+    return (
+        _MORE.join([key[i : i + GROUP_BYTES] for i in range(0, cut, GROUP_BYTES)])
+        + _MORE
+        + key[cut:]
+        + _PAD[n - cut]
+    )
 
 
 def user_key(prefix: bytes) -> bytes:
     """The inverse of key_prefix."""
-    groups = len(prefix) // _GROUP_STRIDE
+    last = len(prefix) - _GROUP_STRIDE  # where the last group starts
     used = prefix[-1]
-    if groups == 1:
+    if last == 0:
         return prefix[:used]
-    data = bytearray(groups * GROUP_BYTES)
-    for i in range(GROUP_BYTES):
-        data[i::GROUP_BYTES] = prefix[i::_GROUP_STRIDE]
-    return bytes(data[: (groups - 1) * GROUP_BYTES + used])
+    return b"".join([prefix[i : i + GROUP_BYTES] for i in range(0, last, _GROUP_STRIDE)]) + prefix[last : last + used]
 
 
 def version_suffix(main: int, sub: int) -> bytes:
