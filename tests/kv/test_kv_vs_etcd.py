@@ -37,7 +37,7 @@ from geokv.kv.types import (
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
-COMMANDS_PER_SEED = 250
+COMMANDS_PER_SEED = int(os.environ.get("GEOKV_KV_ETCD_COMMANDS", "250"))
 WATCH_WAIT_S = 5.0
 SEEDS = [int(s) for s in os.environ.get("GEOKV_KV_ETCD_SEEDS", "1,2,3,4").split(",")]
 
