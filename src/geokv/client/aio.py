@@ -51,8 +51,9 @@ LOCAL_READ_MODES = ("serializable", "bounded")
 
 #: How long one connection attempt to one endpoint may take before moving on.
 CONNECT_TIMEOUT_S_MAX = 1.0
-#: Upper bound of attempts of one request, across all endpoints.
-MAX_ATTEMPTS_PER_ENDPOINT = 3
+#: Upper bound of attempts of one request, across all endpoints (the request's deadline
+#: usually ends it first; this bounds a fast-failing loop).
+REQUEST_ATTEMPTS_MAX = 64
 #: Back-off between attempts: first wait, growth factor and ceiling.
 RETRY_BACKOFF_S_INITIAL = 0.05
 RETRY_BACKOFF_S_MAX = 1.0
@@ -265,7 +266,7 @@ class AsyncClient:
         budget_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget_s
         targets = [endpoint] if endpoint is not None else None
-        max_attempts = MAX_ATTEMPTS_PER_ENDPOINT * (1 if targets else len(self._endpoints))
+        max_attempts = REQUEST_ATTEMPTS_MAX
         backoff_s = RETRY_BACKOFF_S_INITIAL
         last_error = "no attempt was made"
         last_exc: Exception | None = None
