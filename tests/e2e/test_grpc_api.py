@@ -187,6 +187,12 @@ def test_status_has_geokv_extensions(cluster, chans):
     m = rpc_pb2_grpc.MaintenanceStub(chans[0])
     st = m.Status(rpc_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S)
     assert st.version.startswith("3.4") and st.leader in cluster.ids and st.region == "local"
+    import time
+
+    deadline = time.monotonic() + STREAM_WAIT_S  # members publish their region just after start
+    while m.Status(rpc_pb2.StatusRequest(), timeout=RPC_TIMEOUT_S).leader_region != "local":
+        assert time.monotonic() < deadline, "the leader's region never showed up"
+        time.sleep(0.1)
     assert st.raftAppliedIndex > 0 and st.dbSize > 0
     h = m.HashKV(rpc_pb2.HashKVRequest(), timeout=RPC_TIMEOUT_S)
     assert h.header.revision > 0

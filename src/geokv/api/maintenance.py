@@ -83,6 +83,12 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                      context: grpc.aio.ServicerContext) -> rpc_pb2.StatusResponse:
         st = await maybe_await(self.member.status())
         g = st.get
+        leader_region = g("leader_region")
+        if leader_region is None and g("leader") and hasattr(self.member, "member_list"):
+            for m in await maybe_await(self.member.member_list()) or ():
+                if isinstance(m, dict) and m.get("id") == g("leader"):
+                    leader_region = m.get("region")
+                    break
         return rpc_pb2.StatusResponse(
             header=self._header(),
             version=str(g("version") or ETCD_VERSION),
@@ -98,7 +104,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             zone=str(g("zone", "") or ""),
             read_mode_default=str(g("read_mode_default", "") or ""),
             applied_lag_ms=_lag_ms(g("applied_lag_ms", g("staleness_ms", 0))),
-            leader_region=str(g("leader_region", "") or ""),
+            leader_region=str(leader_region or ""),
         )
 
     @unary("Hash")
