@@ -71,6 +71,34 @@ CLUSTER_ID_DISCOVERY_TIMEOUT_S = 30.0
 DRIVER_STOP_TIMEOUT_S = 10.0
 
 
+_ATTRIBUTE_FIELDS = ("name", "client_urls", "region", "zone", "peer_urls")
+
+
+def _conf_member_command(table: dict, rec: dict):
+    """The member-table command of a conf change, merged with the table as it stands:
+    add/promote keep attributes published meanwhile. Deterministic (same log, same table),
+    and it updates ``table`` for the next item of the batch."""
+    mid = rec["id"]
+    if rec.get("remove"):
+        table.pop(mid, None)
+        return MemberRemove(mid)
+    cur = table.get(mid)
+    merged = dict(rec) if cur is None else dict(cur, is_learner=bool(rec.get("is_learner", False)))
+    table[mid] = merged
+    return MemberSet(merged)
+
+
+def _attribute_command(table: dict, rec: dict):
+    """A plain MemberSet (attribute publish, member update) changes only attributes, and
+    never brings back a member removed after it was proposed."""
+    cur = table.get(rec.get("id"))
+    if cur is None:
+        return Noop()
+    merged = dict(cur, **{k: rec[k] for k in _ATTRIBUTE_FIELDS if k in rec})
+    table[cur["id"]] = merged
+    return MemberSet(merged)
+
+
 class _Dropped(Exception):
     """Raft refused a proposal or read locally (no leader, transfer in progress...)."""
 
@@ -614,6 +642,7 @@ class Member(LeaseMixin, MembershipMixin):
         meta: list = []
         confs: list = []
         unpackb = msgpack.unpackb
+        table = None  # the member table as of the item being built (only if needed)
         for e in ents:
             origin = req = 0
             if e.type == EntryType.CONF_CHANGE:
@@ -626,16 +655,20 @@ class Member(LeaseMixin, MembershipMixin):
                     continue
                 if rec is None:
                     cmd = Noop()
-                elif rec.get("remove"):
-                    cmd = MemberRemove(rec["id"])
                 else:
-                    cmd = MemberSet(rec)
+                    if table is None:
+                        table = {m["id"]: m for m in store.members()}
+                    cmd = _conf_member_command(table, rec)
             else:
                 if e.index <= store_applied:
                     continue
                 if e.data:
                     origin, req, payload = unpackb(e.data, raw=False)
                     cmd = decode_command(payload)
+                    if type(cmd) is MemberSet:
+                        if table is None:
+                            table = {m["id"]: m for m in store.members()}
+                        cmd = _attribute_command(table, cmd.member)
                 else:
                     cmd = Noop()
             items.append((e.index, cmd))
