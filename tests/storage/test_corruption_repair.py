@@ -14,6 +14,9 @@ from geokv.raft.types import Entry, HardState
 from geokv.storage import DiskRaftStorage, SnapshotCorrupt, WALCorrupt
 from geokv.storage.wal import list_segments
 
+#: Longest one run of the repair CLI may take (a fresh interpreter on a loaded machine).
+REPAIR_CLI_TIMEOUT_S = 120
+
 
 def _ents(lo, hi, term=1):
     return [Entry(term, i, data=b"%d-" % i * 40) for i in range(lo, hi)]
@@ -41,7 +44,7 @@ def _flip(path, offset):
 
 def _repair(data_dir, *extra):
     return subprocess.run([sys.executable, "-m", "geokv.storage.repair", "--data-dir", data_dir, *extra],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=REPAIR_CLI_TIMEOUT_S)
 
 
 def _tree(d):
@@ -125,7 +128,7 @@ def test_damaged_snapshot_file_is_named(tmp_path):
 def test_data_dir_may_be_given_positionally_once(tmp_path):
     data_dir, _ = _make_node(tmp_path, n=20)
     r = subprocess.run([sys.executable, "-m", "geokv.storage.repair", data_dir],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=REPAIR_CLI_TIMEOUT_S)
     assert r.returncode == 0 and "no damage" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "geokv.storage.repair"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "geokv.storage.repair"], capture_output=True, text=True, timeout=REPAIR_CLI_TIMEOUT_S)
     assert r.returncode == 2 and "give the data directory" in r.stderr and "Traceback" not in r.stderr

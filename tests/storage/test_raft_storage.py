@@ -258,6 +258,10 @@ def test_gap_in_appends_is_a_bug():
 
 
 
+#: Longest the fsync thread and the test wait for each other (generous: CI is loaded).
+THREAD_WAIT_S = 120.0
+
+
 def test_reads_proceed_while_another_thread_is_inside_fsync():
     import threading
 
@@ -270,18 +274,19 @@ def test_reads_proceed_while_another_thread_is_inside_fsync():
 
     def slow_sync(path: str) -> bool:
         in_fsync.set()
-        assert release.wait(10), "test did not release the fsync"
+        assert release.wait(THREAD_WAIT_S), "test did not release the fsync"
         return False
 
     d.fail_syncs(slow_sync)
     t = threading.Thread(target=s.sync)
     t.start()
     try:
-        assert in_fsync.wait(10)
+        assert in_fsync.wait(THREAD_WAIT_S)
         # The fsync is in progress on the other thread; the Raft core can still read.
         assert s.term(105) == 1 and s.last_index() == 109
         assert s.entries(1, 110) == _ents(1, 110, 1)  # old ones come from disk
     finally:
         release.set()
-        t.join(10)
+        t.join(THREAD_WAIT_S)
+    assert not t.is_alive()
     assert s.durable_lsn == s._wal.appended_lsn
