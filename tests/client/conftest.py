@@ -30,9 +30,9 @@ needs_etcd = pytest.mark.skipif(not os.path.exists(shutil.which("etcd") or "/usr
                                 reason="etcd server binary (Debian etcd-server) is not installed")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def server(request, tmp_path_factory):
-    """A one-member cluster shared by the tests of a module; yields an object with .endpoints."""
+    """A one-member cluster shared by every client test (each uses its own key prefix)."""
     base = str(tmp_path_factory.mktemp(f"{request.param}1"))
     if request.param == "etcd":
         if not os.path.exists(shutil.which("etcd") or "/usr/bin/etcd"):
