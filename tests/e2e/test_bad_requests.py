@@ -59,6 +59,9 @@ bad_requests = st.one_of(
                              rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k, range_end=b"\x00")),
                              rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k + b"z"))]))),
               keys),
+    st.builds(lambda k, res: ("INVALID_ARGUMENT", "etcdserver: invalid compare result",
+                              ("Txn", rpc_pb2.TxnRequest(compare=[rpc_pb2.Compare(key=k, result=res)]))),
+              keys, st.integers(4, 1000)),
     st.builds(lambda: ("INVALID_ARGUMENT", "etcdserver: empty request operation in txn",
                        ("Txn", rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp()]))),),
 )

@@ -93,6 +93,10 @@ def _check_txn_shape(t: rpc_pb2.TxnRequest, limits: Limits) -> None:
     for c in t.compare:
         if not c.key:
             raise errors.EmptyKey()
+        if not 0 <= c.result <= 3:
+            raise errors.InvalidArgument("etcdserver: invalid compare result")
+        if not 0 <= c.target <= 4:
+            raise errors.InvalidArgument("etcdserver: invalid compare target")
     _check_branch(t.success, limits)
     _check_branch(t.failure, limits)
 
