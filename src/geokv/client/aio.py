@@ -305,19 +305,20 @@ class AsyncClient:
             except grpc.aio.AioRpcError as e:
                 code, details = e.code(), e.details() or ""
                 if cerr.is_server_error(e):
-                    if details in cerr.WRITE_SAFE_RETRY_MESSAGES:
-                        last_exc = cerr.from_rpc_error(e)
+                    server_exc = cerr.from_rpc_error(e)
+                    if isinstance(server_exc, cerr.WRITE_SAFE_RETRY_CLASSES):
+                        last_exc = server_exc
                         last_error = f"{ep.address}: {details}"
                         self._stats.refused_before_execution += 1
-                    elif idempotent and code in cerr.READ_RETRY_CODES:
-                        last_exc = cerr.from_rpc_error(e)
-                        last_error = f"{ep.address}: {details}"
-                        self._stats.read_retries += 1
-                    elif not idempotent and details in cerr.WRITE_UNKNOWN_MESSAGES:
+                    elif not idempotent and isinstance(server_exc, cerr.WRITE_UNKNOWN_CLASSES):
                         self._stats.outcome_unknown += 1
                         raise cerr.OutcomeUnknown(op_name, ep.address, details) from None
+                    elif idempotent and code in cerr.READ_RETRY_CODES:
+                        last_exc = server_exc
+                        last_error = f"{ep.address}: {details}"
+                        self._stats.read_retries += 1
                     else:
-                        raise cerr.from_rpc_error(e) from None
+                        raise server_exc from None
                 elif code == grpc.StatusCode.UNAVAILABLE and any(m in details for m in cerr.NOT_SENT_MARKERS):
                     # The channel lost its connection before the call went out: nothing was sent.
                     last_error = f"{ep.address}: {details}"

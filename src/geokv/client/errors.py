@@ -89,27 +89,24 @@ def _server_error_table() -> dict[str, type[GeoKVError]]:
 #: etcd's error text -> the geokv.errors class that carries it.
 SERVER_ERRORS_BY_MESSAGE: dict[str, type[GeoKVError]] = _server_error_table()
 
-#: Server errors that are returned before a write is executed, so repeating the write
-#: elsewhere cannot apply it twice (etcd's clientv3 retries mutations on the same set).
-WRITE_SAFE_RETRY_MESSAGES: frozenset[str] = frozenset(
-    {
-        _errors.NoLeader.message,
-        _errors.TooManyRequests.message,
-        _errors.NotCapable.message,
-        _errors.NotLeader.message,
-        _errors.NotSupportedForLearner.message,
-    }
+#: Server errors returned before a write is executed, so sending it again elsewhere
+#: cannot apply it twice (etcd's clientv3 retries mutations on the same set).
+WRITE_SAFE_RETRY_CLASSES: tuple[type[GeoKVError], ...] = (
+    _errors.NoLeader,
+    _errors.TooManyRequests,
+    _errors.NotCapable,
+    _errors.NotLeader,
+    _errors.NotSupportedForLearner,
 )
+WRITE_SAFE_RETRY_MESSAGES: frozenset[str] = frozenset(c.message for c in WRITE_SAFE_RETRY_CLASSES)
 
-#: Server errors that mean the request may still commit later (outcome unknown).
-WRITE_UNKNOWN_MESSAGES: frozenset[str] = frozenset(
-    {
-        _errors.Timeout.message,
-        _errors.TimeoutDueToLeaderFail.message,
-        _errors.TimeoutDueToConnectionLost.message,
-        _errors.LeaderChanged.message,
-        _errors.Stopped.message,
-    }
+#: Server errors after which a write may still commit later (its outcome is unknown).
+WRITE_UNKNOWN_CLASSES: tuple[type[GeoKVError], ...] = (
+    _errors.Timeout,
+    _errors.TimeoutDueToLeaderFail,
+    _errors.TimeoutDueToConnectionLost,
+    _errors.LeaderChanged,
+    _errors.Stopped,
 )
 
 #: Texts of gRPC's own UNAVAILABLE statuses that mean the call never left the client
@@ -128,16 +125,41 @@ READ_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(
 )
 
 
+def _class_for(details: str) -> type[GeoKVError] | None:
+    cls = SERVER_ERRORS_BY_MESSAGE.get(details)
+    if cls is not None:
+        return cls
+    # A known text with more detail after it ("etcdserver: request timed out, leader
+    # transfer took too long"): the longest known prefix decides.
+    best: type[GeoKVError] | None = None
+    for message, candidate in SERVER_ERRORS_BY_MESSAGE.items():
+        if details.startswith(message) and (best is None or len(message) > len(best.message)):
+            best = candidate
+    return best
+
+
 def from_rpc_error(err: grpc.RpcError) -> GeoKVError:
     """The geokv exception for a gRPC error that came from a server."""
     details = err.details() or ""
     code = err.code()
-    cls = SERVER_ERRORS_BY_MESSAGE.get(details)
+    cls = _class_for(details)
+    if cls is None and code == grpc.StatusCode.INVALID_ARGUMENT:
+        cls = _errors.InvalidArgument
     if cls is not None:
         return cls(details)
     exc = GeoKVError(details or f"gRPC error {code.name if code else 'UNKNOWN'}")
     exc.code = code.name if code is not None else "UNKNOWN"
     return exc
+
+
+def is_final_for_reads(err: grpc.RpcError) -> bool:
+    """True if a call that changes nothing should not be sent again after ``err``:
+    the server itself answered with a user-facing error (not a transient one)."""
+    if not is_server_error(err):
+        return False
+    if isinstance(from_rpc_error(err), WRITE_SAFE_RETRY_CLASSES):
+        return False
+    return err.code() not in READ_RETRY_CODES
 
 
 def is_server_error(err: grpc.RpcError) -> bool:

@@ -49,7 +49,7 @@ async def keep_alive_once(client: AsyncClient, lease_id: int, timeout_s: float) 
             resp = await call.read()
             await call.done_writing()
         except grpc.aio.AioRpcError as e:
-            if cerr.is_server_error(e) and e.details() not in cerr.WRITE_SAFE_RETRY_MESSAGES:
+            if cerr.is_final_for_reads(e):
                 raise cerr.from_rpc_error(e) from None
             last_error = f"{ep.address}: {e.details() or e.code().name}"
             client._rotate(ep)

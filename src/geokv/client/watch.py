@@ -122,8 +122,7 @@ class Watch:
                 resp = await asyncio.wait_for(call.read(), timeout=self._client.timeout_s)
             except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
                 call.cancel()
-                if isinstance(e, grpc.aio.AioRpcError) and cerr.is_server_error(e) \
-                        and e.details() not in cerr.WRITE_SAFE_RETRY_MESSAGES:
+                if isinstance(e, grpc.aio.AioRpcError) and cerr.is_final_for_reads(e):
                     raise cerr.from_rpc_error(e) from None
                 last_error = f"{ep.address}: {e.details() if isinstance(e, grpc.aio.AioRpcError) else 'timeout'}"
                 self._client._rotate(ep)
@@ -176,7 +175,7 @@ class Watch:
         except grpc.aio.AioRpcError as e:
             if self._canceled:
                 return
-            if cerr.is_server_error(e) and e.details() not in cerr.WRITE_SAFE_RETRY_MESSAGES:
+            if cerr.is_final_for_reads(e):
                 raise cerr.from_rpc_error(e) from None
             resp = grpc.aio.EOF
         except asyncio.CancelledError:
