@@ -98,7 +98,12 @@ def up(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    cluster = LocalCluster(n, base_dir, regions=regions, start=False)
+    extra_args = []
+    if args.wan:
+        extra_args += ["--wan-emulation", "on"]
+    if args.leader_preference:
+        extra_args += ["--leader-preference", args.leader_preference]
+    cluster = LocalCluster(n, base_dir, regions=regions, extra_args=extra_args, start=False)
     try:
         for i in range(n):
             cluster._spawn(i)
@@ -108,7 +113,7 @@ def up(args: argparse.Namespace) -> int:
         _write_state(base_dir, state)
         cluster.wait_ready()
         endpoints = ",".join(e.replace("http://", "") for e in cluster.endpoints)
-        print(f"geokv cluster of {n} members is up in {base_dir}")
+        print(f"geokv cluster of {n} members is up in {base_dir}" + (" (WAN emulated)" if args.wan else ""))
         for name, ep, region, pid in zip(cluster.names, cluster.endpoints, regions, pids):
             print(f"  {name}  {ep}  region={region}  pid={pid}")
         print(f"endpoints: {endpoints}")

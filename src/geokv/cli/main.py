@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-n", type=int, default=3, help="number of members")
     x.add_argument("--regions", default="", help="comma-separated regions, one per member (cycled)")
     x.add_argument("--base-dir", default=os.environ.get("GEOKV_CLUSTER_DIR", "geokv-cluster"))
+    x.add_argument("--wan", action="store_true", help="emulate the WAN between the members' regions")
+    x.add_argument("--leader-preference", default="", help="region(s) where the leader should live")
     x = cs.add_parser("down")
     x.add_argument("--base-dir", default=os.environ.get("GEOKV_CLUSTER_DIR", "geokv-cluster"))
 
