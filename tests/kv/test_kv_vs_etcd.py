@@ -36,6 +36,7 @@ from geokv.kv.types import (
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 START_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 5.0
 COMMANDS_PER_SEED = int(os.environ.get("GEOKV_KV_ETCD_COMMANDS", "250"))
 WATCH_WAIT_S = 5.0
@@ -97,19 +98,37 @@ class Etcd:
         self.log.close()
 
 
+def start_etcd(base: str) -> Etcd:
+    """A ready etcd; a new pair of ports on each of START_ATTEMPTS tries (a free port
+    found by binding port 0 may be taken by someone else before etcd binds it)."""
+    for attempt in range(START_ATTEMPTS):
+        d = os.path.join(base, f"try{attempt}")
+        os.makedirs(d)
+        etcd = Etcd(d)
+        try:
+            etcd.wait_ready()
+            return etcd
+        except grpc.RpcError:
+            etcd.stop()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def etcd_and_store():
     base = tempfile.mkdtemp(prefix="geokv-kv-etcd-")
-    etcd = Etcd(base)
+    etcd = None
     store = None
     try:
-        etcd.wait_ready()
+        etcd = start_etcd(base)
         store = MVCCStore(os.path.join(base, "store"))
         yield etcd, store
     finally:
         if store is not None:
             store.close()
-        etcd.stop()
+        if etcd is not None:
+            etcd.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
