@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from geokv.api import status as _api_metrics  # noqa: F401 - registers the API's collectors
+
 log = logging.getLogger("geokv.api.http")
 
 REQUEST_HEAD_BYTES_MAX = 8192  # longest request line + headers we accept
