@@ -16,3 +16,12 @@ def fast_placement(monkeypatch):
 @pytest.fixture
 def fast_rtt() -> str:
     return FAST_RTT
+
+
+@pytest.fixture
+def sturdy_plan():
+    """Timeouts for loaded CI machines (many processes on two cores): spurious elections
+    under CPU starvation would blur what the tests check."""
+    from geokv.geo.timeouts import TimeoutPlan
+
+    return TimeoutPlan(heartbeat_interval_ms=100.0, election_timeout_ms=1000.0)

@@ -13,8 +13,7 @@ from geokv.geo.timeouts import (
     TimeoutTuner,
     derive_for_topology,
     derive_timeouts,
-    election_range_ms,
-    election_range_ticks,
+    election_slot_ticks,
 )
 from geokv.geo.topology import MemberPlacement, Topology
 
@@ -80,29 +79,52 @@ def test_tuner_small_wobble_does_not_change_plan():
         assert not tuner.changed
 
 
-def test_election_ranges_tile_the_window_in_rank_order():
-    ranges = [election_range_ms(1000, r, 3) for r in range(3)]
-    assert ranges[0][0] == 1000 and ranges[-1][1] == pytest.approx(2000)
-    for (lo1, hi1), (lo2, hi2) in zip(ranges, ranges[1:]):
+def test_rank0_fires_just_after_the_other_followers_leases_expire():
+    # Demo geometry: tick 100 ms, E = 10 ticks, max RTT 190 ms (one way 95 ms -> 1 tick).
+    assert election_slot_ticks(0, 2, 10, 100.0, 190.0, 120.0) == (12, 14)
+    # Rank 1 waits for two vote rounds (2 x 120 ms) and a heartbeat (95 ms): 4 ticks + 1.
+    assert election_slot_ticks(1, 2, 10, 100.0, 190.0, 120.0) == (19, 24)
+    # Alone among the followers: plain Raft.
+    assert election_slot_ticks(0, 1, 10, 100.0, 190.0, 120.0) == (10, 20)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+@pytest.mark.parametrize("tick_ms, max_rtt, quorum_rtt", [(50, 40, 20), (100, 190, 120), (100, 300, 300)])
+def test_slots_are_ordered_disjoint_and_never_below_election_tick(n, tick_ms, max_rtt, quorum_rtt):
+    et = 10
+    slots = [election_slot_ticks(r, n, et, tick_ms, max_rtt, quorum_rtt) for r in range(n)]
+    for lo, hi in slots:
+        assert et < lo < hi
+    for (lo1, hi1), (lo2, hi2) in zip(slots, slots[1:]):
         assert hi1 <= lo2
-    for r in range(5):
-        lo, hi = election_range_ticks(10, r, 5)
-        assert 10 <= lo < hi <= 20
+    # the margin covers the worst heartbeat skew (one one-way delay) plus a tick
+    assert (slots[0][0] - et) * tick_ms >= max_rtt / 2 + tick_ms
+    # the gap lets rank 0 finish two vote rounds before rank 1 can start
+    assert (slots[1][0] - slots[0][1]) * tick_ms >= 2 * quorum_rtt
 
 
 def test_biased_rng_closest_member_times_out_first():
-    # Simulate many elections: each voter draws its timeout from its biased rng; the
-    # rank-0 voter must always fire first when ranges do not overlap.
+    # Many elections: each follower draws from its biased rng; rank 0 always fires first.
     et = 10
-    rngs = [BiasedElectionRng(et, rank, 3, seed=rank) for rank in range(3)]
+    rngs = []
+    for rank in range(3):
+        r = BiasedElectionRng(et, seed=rank)
+        r.set_slot(*election_slot_ticks(rank, 3, et, 100.0, 190.0, 120.0))
+        rngs.append(r)
     winners = Counter()
     for _ in range(500):
         timeouts = [et + r.randrange(et) for r in rngs]
-        assert all(et <= t < 2 * et for t in timeouts)
+        assert all(t > et for t in timeouts)
         winners[min(range(3), key=lambda i: (timeouts[i], i))] += 1
     assert winners[0] == 500
 
 
+def test_biased_rng_is_plain_raft_until_a_slot_is_set():
+    r = BiasedElectionRng(10, seed=3)
+    assert {r.randrange(10) for _ in range(500)} == set(range(10))
+
+
 def test_biased_rng_other_draws_are_uniform():
-    rng = BiasedElectionRng(10, 2, 3, seed=1)
+    rng = BiasedElectionRng(10, seed=1)
+    rng.set_slot(16, 20)
     assert {rng.randrange(7) for _ in range(500)} == set(range(7))

@@ -37,7 +37,7 @@ from .placement import (
     MemberState,
     parse_placement_spec,
 )
-from .timeouts import BiasedElectionRng, TimeoutPlan, TimeoutTuner, derive_timeouts
+from .timeouts import BiasedElectionRng, TimeoutPlan, TimeoutTuner, derive_timeouts, election_slot_ticks
 from .topology import MemberPlacement, Topology
 from .wan import RttError, build_rtt_table
 
@@ -86,6 +86,7 @@ class GeoService:
         self._last_warn_s = -TIMEOUT_WARN_INTERVAL_S
         self.transfers = 0
         self.writes_by_origin: dict[int, int] = {}   # origin member id -> writes applied
+        self.write_counter_installed = ""
 
     # --- wiring -------------------------------------------------------------------------
     def install(self) -> None:
@@ -94,30 +95,51 @@ class GeoService:
         if hasattr(self.member, "_rng"):
             self.rng = BiasedElectionRng(self.election_tick, seed=self.member._rng.getrandbits(64))
             self.member._rng = self.rng
-        if self.placement.follow_writes and hasattr(self.member, "_apply"):
+        if self.placement.follow_writes:
             self._install_write_counter()
+
+    # The runtime's apply step, newest name first: called with the committed entries first.
+    APPLY_HOOK_NAMES = ("_apply_entries", "_apply")
 
     def _install_write_counter(self) -> None:
         """Wrap the member's apply step: entry data is msgpack [origin id, request id, cmd]
-        (runtime/member.py), so the origin member, hence region, of each write is known."""
+        (runtime/member.py), so the origin member, hence region, of each write is known.
+        A proper runtime hook (an apply observer getting origin ids) would replace this."""
+        import inspect
+
         import msgpack
 
         from geokv.raft.types import EntryType
 
-        apply = self.member._apply
+        name = next((n for n in self.APPLY_HOOK_NAMES if callable(getattr(self.member, n, None))), None)
+        if name is None:
+            log.warning("geo: follow-writes is on but the member has no apply step to observe; "
+                        "the leader will follow the static preference only")
+            return
+        apply = getattr(self.member, name)
         counts = self.writes_by_origin
 
-        async def counting_apply(ents: Any) -> Any:
+        def count(ents: Any) -> None:
             for e in ents:
                 if e.type == EntryType.NORMAL and e.data:
                     try:
                         origin = msgpack.unpackb(e.data, raw=False)[0]
-                    except (ValueError, TypeError, IndexError, msgpack.ExtraData):
+                    except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData):
                         continue
-                    counts[origin] = counts.get(origin, 0) + 1
-            return await apply(ents)
+                    if isinstance(origin, int):
+                        counts[origin] = counts.get(origin, 0) + 1
 
-        self.member._apply = counting_apply
+        if inspect.iscoroutinefunction(apply):
+            async def counting_apply(ents: Any, *args: Any, **kw: Any) -> Any:
+                count(ents)
+                return await apply(ents, *args, **kw)
+        else:
+            def counting_apply(ents: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[misc]
+                count(ents)
+                return apply(ents, *args, **kw)
+
+        setattr(self.member, name, counting_apply)
+        self.write_counter_installed = name
 
     def _feed_writes(self, now: float) -> None:
         if not self.writes_by_origin:
@@ -177,7 +199,10 @@ class GeoService:
                     regions[pid] = info["region"]
         return regions
 
-    def topology(self, voters: list[int], learners: list[int]) -> Topology | None:
+    def topology(self, voters: list[int], learners: list[int], *, measured: bool = True) -> Topology | None:
+        """The members with their regions; RTTs from the table, refined by this member's
+        measurements when ``measured`` (each member measures only its own links, so two
+        members' measured views differ; decisions all members must agree on use the table)."""
         regions = self._regions()
         if any(v not in regions for v in voters):
             return None
@@ -188,30 +213,53 @@ class GeoService:
         members += [MemberPlacement(l, regions.get(l, ""), voter=False) for l in learners if l in regions]
         topo = Topology(members, self.table)
         transport = getattr(self.member, "transport", None)
-        if transport is not None:
+        if transport is not None and measured:
             topo = topo.with_measured({(self.member.id, pid): ms for pid, ms in transport.rtt_ms().items()})
         return topo
 
-    def _rank(self, topo: Topology, leader_id: int) -> None:
+    def _rank(self, topo: Topology, leader_id: int) -> None:  # raises RttError
         """Rank this voter among the followers: who should win if the leader dies.
 
         The leader itself is left out (its election timer does not run while it leads),
-        so the best follower gets the earliest slot. A leader keeps its last rank.
+        so the best follower gets the earliest slot.
         """
         voter_ids = {m.id for m in topo.voters}
-        if self.rng is None or self.member.id not in voter_ids or self.member.id == leader_id:
+        if self.rng is None or self.member.id not in voter_ids:
             return
-        exclude = {leader_id} if leader_id in voter_ids else set()
-        try:
-            ranks = topo.quorum_closeness_rank(exclude)
-        except RttError:
-            return
+        # A follower ranks among the followers. The leader ranks among all voters, so that
+        # when it steps down (transfer) it is not left with a stale or uniform range.
+        exclude = {leader_id} if leader_id in voter_ids and leader_id != self.member.id else set()
+        transport = getattr(self.member, "transport", None)
+        if exclude and transport is not None and not transport.connected(leader_id):
+            return   # the leader may be failing right now: keep the ranks everyone agreed on
+        ranks = topo.quorum_closeness_rank(exclude)   # RttError: the caller tries other RTTs
         n = len(ranks)
         rank = ranks[self.member.id]
-        if (self.rng.rank, self.rng.n_voters) != (rank, n):
-            log.info("geo: election rank %d of %d followers (RTT to a quorum without the leader %.0f ms)",
-                     rank, n, topo.quorum_rtt_without_ms(self.member.id, exclude))
-            self.rng.set_rank(rank, n)
+        tick_ms = float(getattr(self.cfg, "heartbeat_interval_ms", 100))
+        survivors = [m.id for m in topo.voters if m.id not in exclude]
+        max_peer = max((topo.rtt_member_ms(a, b) for a in [*exclude, *survivors] for b in survivors), default=0.0)
+        best = min(ranks, key=lambda k: ranks[k])
+        slot = election_slot_ticks(rank, n, self.election_tick, tick_ms, max_peer,
+                                   topo.quorum_rtt_without_ms(best, exclude))
+        if self.rng.slot != slot:
+            log.info("geo: election rank %d of %d followers (RTT to a quorum without the leader %.0f ms): "
+                     "timeout %d..%d ticks", rank, n, topo.quorum_rtt_without_ms(self.member.id, exclude), *slot)
+            self.rng.set_slot(*slot)
+            self._redraw_election_timeout()
+
+    def _redraw_election_timeout(self) -> None:
+        """Make the new slot count now: Raft redraws its timeout only when it resets (term
+        change, new role), so ask the driver to redraw it (elapsed ticks are kept)."""
+        add = getattr(self.member, "_add_action", None)
+
+        def redraw(rn: Any) -> None:
+            raft = getattr(rn, "raft", None)
+            fn = getattr(raft, "reset_randomized_election_timeout", None)
+            if fn is not None:
+                fn()
+
+        if add is not None:
+            add(redraw)
 
     def _check_timeouts(self, topo: Topology, now: float) -> None:
         if now - self._last_warn_s < TIMEOUT_WARN_INTERVAL_S:
@@ -262,7 +310,16 @@ class GeoService:
         topo = self.topology(voters, learners)
         now = time.monotonic()
         if topo is not None:
-            self._rank(topo, st.leader_id)
+            # Ranks must agree between members, so they come from the shared RTT table;
+            # measured RTTs stand in only for pairs the table does not know.
+            table_topo = self.topology(voters, learners, measured=False)
+            try:
+                self._rank(table_topo or topo, st.leader_id)
+            except RttError:
+                try:
+                    self._rank(topo, st.leader_id)
+                except RttError:
+                    pass   # some pair has no RTT yet: keep the current range
             self._check_timeouts(topo, now)
         self._tune(now, len(voters))
         self._feed_writes(now)

@@ -17,10 +17,12 @@ Safe margins (why the numbers are what they are):
   elections, which is the failure to avoid); shrinking needs the lower value to hold
   for ``SHRINK_HOLD_S`` and to be at least ``SHRINK_HYSTERESIS`` lower (no see-saw).
 * Biased randomization: Raft draws each follower's election timeout from
-  [E, 2E). Here the window is split into one slot per voter, ordered by each voter's RTT
-  to a quorum: the voter closest to a quorum draws from the first slot, so when the
-  leader dies it times out first and, as it can also gather votes fastest, it becomes the
-  leader. Slots do not overlap, which also makes split votes rarer. ``BiasedElectionRng``
+  [E, 2E). Here each follower gets a slot by its rank: its RTT to a quorum of the
+  survivors (the leader is left out: it is the one that fails). The follower closest to a
+  quorum fires first -- just after the other followers' leader leases have expired, or
+  its pre-vote would be refused -- and, as it also gathers votes fastest, it becomes the
+  leader; the next rank starts only after the first could have finished its election.
+  Slots do not overlap, which also makes split votes rarer. See ``election_slot_ticks``. ``BiasedElectionRng``
   plugs this into ``raft.Config.rng`` (the core draws ``randrange(election_tick)`` for the
   random part of its timeout).
 """
@@ -170,50 +172,59 @@ class TimeoutTuner:
 
 
 # --- biased election ranges -----------------------------------------------------------
-def election_range_ms(election_timeout_ms: float, rank: int, n_voters: int) -> tuple[float, float]:
-    """The [lo, hi) election timeout range for the voter of ``rank`` (0 = closest to a quorum).
+def election_slot_ticks(
+    rank: int, n_followers: int, election_tick: int, tick_ms: float,
+    max_peer_rtt_ms: float = 0.0, quorum_rtt_ms: float = 0.0,
+) -> tuple[int, int]:
+    """The [lo, hi) election timeout (in ticks) for the follower of ``rank`` (0 = closest
+    to a quorum of the survivors), all bounds >= ``election_tick``.
 
-    The ranges tile Raft's [E, 2E) window in rank order without overlapping.
+    * Rank 0 fires first, but not before the others' leader leases have run out: a
+      follower refuses (pre-)votes while ``election_elapsed < election_tick`` since its
+      last heartbeat, and heartbeats reach followers up to one one-way delay apart, and
+      elapsed ticks lag real time by up to one tick. So rank 0 waits
+      ``1 + ceil(max one-way delay / tick)`` ticks beyond ``election_tick``; its slot is two
+      ticks wide (two members that both believe they rank 0 still separate).
+    * Rank 1 starts a gap later that lets rank 0 finish its pre-vote and vote rounds (two
+      quorum RTTs) and its first heartbeats reach everyone (one one-way delay), plus a tick.
+    * Ranks >= 1 get slots of ``max(2, ceil(election_tick / n_followers))`` ticks in order.
     """
-    assert n_voters > 0 and 0 <= rank < n_voters
-    width = election_timeout_ms / n_voters
-    lo = election_timeout_ms + rank * width
+    assert n_followers > 0 and 0 <= rank < n_followers and election_tick > 0 and tick_ms > 0
+    one_way_ticks = math.ceil(max_peer_rtt_ms / 2.0 / tick_ms)
+    lo0 = election_tick + 1 + one_way_ticks
+    hi0 = lo0 + 2
+    if n_followers == 1:
+        return (election_tick, 2 * election_tick)   # nobody to be ordered against: plain Raft
+    if rank == 0:
+        return (lo0, hi0)
+    gap = math.ceil((2.0 * quorum_rtt_ms + max_peer_rtt_ms / 2.0) / tick_ms) + 1
+    width = max(2, math.ceil(election_tick / n_followers))
+    lo = hi0 + gap + (rank - 1) * width
     return (lo, lo + width)
-
-
-def election_range_ticks(election_tick: int, rank: int, n_voters: int) -> tuple[int, int]:
-    """``election_range_ms`` in ticks: [lo, hi) with hi > lo (at least one tick wide)."""
-    assert n_voters > 0 and 0 <= rank < n_voters and election_tick > 0
-    lo = election_tick + (rank * election_tick) // n_voters
-    hi = election_tick + ((rank + 1) * election_tick) // n_voters
-    return (lo, max(hi, lo + 1))
 
 
 class BiasedElectionRng(random.Random):
     """A seeded ``random.Random`` whose election-timeout draws come from this voter's slot.
 
     Raft cores draw the random part of the election timeout as ``randrange(election_tick)``
-    and add ``election_tick``. This generator returns values from the voter's slot of that
-    range instead; every other draw (any other ``randrange`` call, ``getrandbits``,
-    ``random``...) is the ordinary seeded generator, so it can replace the runtime's rng.
-    ``set_rank`` re-ranks the voter when measured RTTs or membership change; with
-    ``n_voters == 1`` (the default, "not ranked yet") draws are uniform as in plain Raft.
+    and add ``election_tick``. This generator returns values that put the timeout in the
+    slot set by ``set_slot`` (see ``election_slot_ticks``); every other draw (any other
+    ``randrange`` call, ``getrandbits``, ``random``...) is the ordinary seeded generator, so
+    it can replace the runtime's rng. Until a slot is set, draws are uniform (plain Raft).
     """
 
-    def __init__(self, election_tick: int, rank: int = 0, n_voters: int = 1, seed: int | None = None) -> None:
+    def __init__(self, election_tick: int, seed: int | None = None) -> None:
         super().__init__(seed)
-        assert election_tick > 0 and n_voters > 0 and 0 <= rank < n_voters
+        assert election_tick > 0
         self.election_tick = election_tick
-        self.rank = rank
-        self.n_voters = n_voters
+        self.slot: tuple[int, int] | None = None
 
-    def set_rank(self, rank: int, n_voters: int) -> None:
-        assert n_voters > 0 and 0 <= rank < n_voters
-        self.rank, self.n_voters = rank, n_voters
+    def set_slot(self, lo: int, hi: int) -> None:
+        assert self.election_tick <= lo < hi
+        self.slot = (lo, hi)
 
     def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
-        if stop is not None or step != 1 or start != self.election_tick or self.n_voters <= 1:
+        if stop is not None or step != 1 or start != self.election_tick or self.slot is None:
             return super().randrange(start, stop, step)
-        n = start
-        lo, hi = election_range_ticks(n, min(self.rank, self.n_voters - 1), self.n_voters)
-        return super().randrange(lo - n, hi - n)
+        lo, hi = self.slot
+        return lo - start + super().randrange(hi - lo)
