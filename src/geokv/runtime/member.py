@@ -23,6 +23,26 @@ from the log.
 
 Bootstrap of a new cluster: every initial member writes the same Raft snapshot at index
 n (n = number of members, term 1) holding the member table, so all logs agree.
+
+Read modes (``read(r, mode=...)``):
+  * ``linearizable`` (etcd's default): a ReadIndex round (the leader confirms its
+    leadership with a heartbeat quorum), no clock assumption at all -- what etcd does.
+  * ``lease``: linearizable under the clock assumption below. On the leader it is
+    answered at once from the leader lease (no network round); on a follower the
+    forwarded ReadIndex is answered by the leader from its lease (one round trip to the
+    leader). When the lease is not valid (new leader, transfer, ticks owed after a
+    stall) it falls back to a ReadIndex round; it never answers from an expired lease.
+    ``--read-mode-default lease`` makes it the default (CockroachDB-like deployments).
+  * ``serializable``: local at once; ``bounded``: local if fresh enough.
+Lease reads use Raft's LEASE_BASED reads with ``lease_drift_ticks = LEASE_DRIFT_TICKS``
+(and are off when the election timeout is under ``LEASE_MIN_ELECTION_TICKS`` ticks).
+Clock assumption (nothing about wall clocks or clock synchronisation): every member
+measures time with a clock that keeps counting while the machine is suspended
+(CLOCK_BOOTTIME), and over any one election timeout no member's clock runs more than one
+heartbeat interval faster than the leader's (relative rate error < 1/(election ticks - 1),
+about 11 % with 100 ms / 1000 ms; real quartz drift is ~1e-4). The runtime keeps its side
+of the core's contract: ticks are counted from that clock, and no lease answer is given
+while real time owes the Raft node a tick (see ``_take_owed_ticks`` and ``_open_lease_gate``).
 """
 
 from __future__ import annotations
@@ -46,6 +66,7 @@ from geokv import errors
 from geokv.kv.types import (Compact, DeleteRange, LeaseGrant, LeaseGrantResult, LeaseRevoke, MemberRemove,
                             MemberSet, Noop, Put, Range, RangeResult, Txn, decode_command, decode_result,
                             encode_command, encode_result, validate_command)
+from geokv.raft.types import ReadOnlyOption
 from geokv.raft.types import (ConfChange, ConfState, EntryType, HardState, Message, MessageType, Snapshot,
                               SnapshotMetadata, StateRole)
 from geokv.runtime import metrics
@@ -62,7 +83,11 @@ MAX_INFLIGHT_PROPOSALS = 20000    # proposals proposed and not yet applied (this
 MAX_QUEUED_READS = 20000          # linearizable reads waiting for a ReadIndex round
 MAX_APPLY_WAITERS = 50000
 MAX_ACTIONS = 1024                # report_unreachable / report_snapshot / transfer requests
-MAX_TICKS_PER_TURN = 20           # a stalled loop must not fire a burst of elections
+MAX_CATCHUP_ELECTIONS = 2         # a catch-up delivers at most 2 election timeouts + 1 tick
+LEASE_MIN_ELECTION_TICKS = 4      # below this there is no room for a drift margin: no lease reads
+LEASE_DRIFT_TICKS = 2             # 1 tick of tick phase + 1 tick of clock-rate drift
+TICK_WAKE_SLACK_S = 0.0005        # the ticker wakes just after a tick slot, not just before
+_LEASE_CTX = b"L"                 # suffix of a ReadIndex context that may be served by the lease
 MAX_PROPOSE_ATTEMPTS = 8          # retries of a proposal Raft dropped locally
 MAX_COMMIT_SAMPLES = 1024         # (leader commit, time) samples for staleness
 SNAPSHOT_CATCHUP_ENTRIES = 5000   # entries kept in the WAL behind a snapshot
@@ -97,6 +122,15 @@ def _attribute_command(table: dict, rec: dict):
     merged = dict(cur, **{k: rec[k] for k in _ATTRIBUTE_FIELDS if k in rec})
     table[cur["id"]] = merged
     return MemberSet(merged)
+
+
+if hasattr(time, "CLOCK_BOOTTIME"):
+    def _tick_clock() -> float:
+        """Seconds on a clock that never goes back and keeps counting while the machine
+        is suspended (a suspended leader must see that its lease ran out)."""
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+else:  # pragma: no cover - not Linux
+    _tick_clock = time.monotonic
 
 
 class _Dropped(Exception):
@@ -155,7 +189,16 @@ class Member(LeaseMixin, MembershipMixin):
         self._read_rounds: dict[bytes, tuple[float, list[asyncio.Future]]] = {}
         self._read_seq = itertools.count(1)
         self._actions: collections.deque[Callable[[Any], None]] = collections.deque()
-        self._ticks = 0
+        # tick clock (see _take_owed_ticks): slots of heartbeat_s since _tick_base
+        self._tick_clock = _tick_clock
+        self._tick_base = 0.0
+        self._tick_slots = 0
+        self._election_tick = 0
+        self._lease_queue: list[asyncio.Future] = []   # lease reads waiting for the driver
+        self._raft_cfg = None        # the Raft Config whose read_only_option is the lease gate
+        self._raft_commit = 0        # the Raft commit index as of the last Ready
+        self._lease_stats = {"lease_reads_local": 0, "lease_read_rounds": 0, "lease_answers": 0,
+                             "lease_refused_ticks_owed": 0, "ticks_delivered": 0, "ticks_skipped": 0}
         self._wake = asyncio.Event()
         self._pending: dict[int, tuple[asyncio.Future, float]] = {}
         self._req_ids = itertools.count(self._rng.getrandbits(62) | 1)
@@ -181,7 +224,8 @@ class Member(LeaseMixin, MembershipMixin):
         self.fatal: BaseException | None = None
         self._stopping = False
         self._stats = {"turns": 0, "readies": 0, "entries_persisted": 0, "fsyncs": 0, "entries_applied": 0,
-                       "apply_batches": 0, "proposals_batched": 0, "proposal_batches": 0}
+                       "apply_batches": 0, "proposals_batched": 0, "proposal_batches": 0,
+                       "snapshots_restored": 0, "snapshots_created": 0}
         self._tasks: list[asyncio.Task] = []
         self._driver_task: asyncio.Task | None = None
         self._started = False
@@ -272,6 +316,10 @@ class Member(LeaseMixin, MembershipMixin):
             if not fut.done():
                 fut.set_exception(type(exc)())
         self._read_queue.clear()
+        for fut in self._lease_queue:
+            if not fut.done():
+                fut.set_exception(type(exc)())
+        self._lease_queue.clear()
         for _, futs in self._read_rounds.values():
             for fut in futs:
                 if not fut.done():
@@ -360,7 +408,20 @@ class Member(LeaseMixin, MembershipMixin):
             check_quorum=True, pre_vote=True, rng=self._rng,
             max_size_per_msg=1 << 20, max_inflight_msgs=256,
         )
+        if election_tick >= LEASE_MIN_ELECTION_TICKS:
+            # Built LEASE_BASED (so a restarted node refuses votes for an election timeout),
+            # then the gate is closed: the option is LEASE_BASED only inside a driver call
+            # that may answer a lease read, and only while no tick is owed.
+            rc.read_only_option = ReadOnlyOption.LEASE_BASED
+            rc.lease_drift_ticks = LEASE_DRIFT_TICKS
         self._rn = RawNode(rc, self.storage)
+        if rc.read_only_option == ReadOnlyOption.LEASE_BASED:
+            if getattr(getattr(self._rn, "raft", None), "config", None) is rc:
+                self._raft_cfg = rc
+            rc.read_only_option = ReadOnlyOption.SAFE
+        self._election_tick = election_tick
+        self._tick_base = self._tick_clock()
+        self._tick_slots = 0
 
     # ================================================================================
     # inputs to the driver (never block, never touch the RawNode)
@@ -391,16 +452,78 @@ class Member(LeaseMixin, MembershipMixin):
         return True
 
     async def _run_ticker(self) -> None:
+        """Wake the driver just after each tick slot. It only wakes: the driver counts the
+        ticks real time owes from the tick clock, so a late or lost wake-up loses no tick."""
         interval = self.heartbeat_s
-        nxt = time.monotonic() + interval
         while True:
-            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
-            nxt += interval
-            now = time.monotonic()
-            if nxt < now - 10 * interval:  # the loop was stalled: do not burst
-                nxt = now + interval
-            self._ticks += 1
+            now = self._tick_clock()
+            nxt = self._tick_base + (math.floor((now - self._tick_base) / interval) + 1) * interval
+            await asyncio.sleep(max(0.0, nxt - now) + TICK_WAKE_SLACK_S)
             self._wake.set()
+
+    def _ticks_owed(self) -> int:
+        """Tick slots real time has reached that the Raft node has not been given."""
+        return math.floor((self._tick_clock() - self._tick_base) / self.heartbeat_s) - self._tick_slots
+
+    def _take_owed_ticks(self) -> int:
+        """How many ticks to deliver now: every owed tick, but at most
+        ``MAX_CATCHUP_ELECTIONS * election_tick + 1`` after a stall; the rest are skipped.
+
+        Why skipping is safe for leases. Raft's leader trusts its lease while
+        ``ticks - s < election_tick - lease_drift_ticks``, s being the tick stamp of
+        heartbeats a quorum acknowledged; a follower refuses votes for election_tick of
+        its own ticks after hearing from the leader. (1) No tick is ever delivered before
+        its slot (floor of the clock), so no member's Raft clock runs ahead of real time:
+        a follower's promise never ends early; skipped ticks only make a follower's
+        promise last longer. (2) The leader's Raft clock may lag real time only while
+        ticks are owed, and no lease answer is given then (_open_lease_gate). (3) A
+        catch-up delivers >= election_tick ticks whenever it skips any, so every stamp
+        issued before the stall is expired in the node's own view, for good (ticks only
+        grow); stamps issued after it are counted one tick per slot again.
+        A burst of up to two election timeouts of ticks is harmless: a leader that heard
+        from no quorum in that real time steps down (CheckQuorum), as it should; a
+        follower campaigns only through PreVote, which members that still hear from a
+        leader refuse. Messages already received are stepped before the ticks."""
+        owed = self._ticks_owed()
+        if owed <= 0:
+            return 0
+        self._tick_slots += owed
+        cap = MAX_CATCHUP_ELECTIONS * self._election_tick + 1
+        st = self._lease_stats
+        if owed > cap:
+            st["ticks_skipped"] += owed - cap
+            owed = cap
+        st["ticks_delivered"] += owed
+        return owed
+
+    def _open_lease_gate(self) -> bool:
+        """Let Raft answer reads from its lease, if no tick is owed right now. The caller
+        must call ``_close_lease_gate`` before it awaits anything."""
+        cfg = self._raft_cfg
+        if cfg is None:
+            return False
+        if self._ticks_owed() > 0:
+            self._lease_stats["lease_refused_ticks_owed"] += 1
+            return False
+        cfg.read_only_option = ReadOnlyOption.LEASE_BASED
+        return True
+
+    def _close_lease_gate(self) -> None:
+        if self._raft_cfg is not None:
+            self._raft_cfg.read_only_option = ReadOnlyOption.SAFE
+
+    def _step_read_index(self, rn, m: Message) -> None:
+        """A follower's forwarded ReadIndex: from the lease if it asked for a lease read."""
+        ctx = m.entries[0].data if m.entries else b""
+        if ctx[-1:] == _LEASE_CTX and self.role == StateRole.LEADER and self._open_lease_gate():
+            try:
+                if rn.lease_valid():
+                    self._lease_stats["lease_answers"] += 1
+                rn.step(m)
+            finally:
+                self._close_lease_gate()
+        else:
+            rn.step(m)
 
     # ================================================================================
     # the driver loop
@@ -436,21 +559,22 @@ class Member(LeaseMixin, MembershipMixin):
 
     def _feed(self, rn) -> None:
         # Messages first: after a stall, queued heartbeats reset the election clock before
-        # the missed ticks arrive. Ticks beyond MAX_TICKS_PER_TURN carry over to the next
-        # turn rather than being dropped, so a leader's lease never outlives real time.
+        # the missed ticks arrive. Ticks come from the tick clock (_take_owed_ticks), so a
+        # leader's lease never outlives real time; forwarded ReadIndex requests stepped
+        # here are answered from the lease only while no tick is owed (_step_read_index).
         inbox = self._inbox
         while inbox:
             m = inbox.popleft()
             try:
-                rn.step(m)
+                if m.type == MessageType.READ_INDEX:
+                    self._step_read_index(rn, m)
+                else:
+                    rn.step(m)
             except Exception as exc:  # a peer's message the core refuses must not kill us
                 log.debug("step(%s from %x) refused: %r", m.type, m.frm, exc)
-        ticks = min(self._ticks, MAX_TICKS_PER_TURN)
-        self._ticks -= ticks
+        ticks = self._take_owed_ticks()
         for _ in range(ticks):
             rn.tick()
-        if self._ticks:
-            self._wake.set()
         if ticks:
             self._on_tick_turn()
         actions = self._actions
@@ -496,6 +620,24 @@ class Member(LeaseMixin, MembershipMixin):
                 for fut in waiters:
                     if not fut.done():
                         fut.set_exception(_Dropped(str(exc)))
+        if self._lease_queue:
+            waiters, self._lease_queue = self._lease_queue, []
+            ctx = struct.pack(">QQ", self.id, next(self._read_seq)) + _LEASE_CTX
+            gate = self.role == StateRole.LEADER and self._open_lease_gate()
+            try:
+                if gate and rn.lease_valid():
+                    self._lease_stats["lease_answers"] += 1
+                rn.read_index(ctx)  # a follower forwards it; the leader may answer at once
+                self._lease_stats["lease_read_rounds"] += 1
+                metrics.read_indexes.inc()
+                self._read_rounds[ctx] = (time.monotonic(), waiters)
+            except Exception as exc:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(_Dropped(str(exc)))
+            finally:
+                if gate:
+                    self._close_lease_gate()
 
     def _on_tick_turn(self) -> None:
         """Retry ReadIndex rounds that got no answer (the leader may have lost them)."""
@@ -509,6 +651,10 @@ class Member(LeaseMixin, MembershipMixin):
                     fut.set_exception(_Dropped("read index round unanswered"))
 
     async def _handle_ready(self, rd) -> None:
+        if rd.hard_state is not None and rd.hard_state.commit > self._raft_commit:
+            # Raft's commit index only moves inside driver calls followed by ready()
+            # before any await, so between turns this equals the core's commit index.
+            self._raft_commit = rd.hard_state.commit
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         if rd.messages:
@@ -625,6 +771,7 @@ class Member(LeaseMixin, MembershipMixin):
         self._reload_leases()
         self._refresh_peers()
         metrics.snapshots_applied.inc()
+        self._stats["snapshots_restored"] += 1
         log.info("%s: restored snapshot at index %d", self.name, snap.metadata.index)
         self._wake_apply_waiters()
 
@@ -753,6 +900,7 @@ class Member(LeaseMixin, MembershipMixin):
         await asyncio.to_thread(work)
         self.snapshot_index = index
         metrics.snapshots_taken.inc()
+        self._stats["snapshots_created"] += 1
         log.info("%s: snapshot at index %d", self.name, index)
 
     # ================================================================================
@@ -875,14 +1023,15 @@ class Member(LeaseMixin, MembershipMixin):
         idx = await self._read_index(deadline)
         await self._wait_applied(idx, deadline)
 
-    async def _read_index(self, deadline: float) -> int:
+    async def _read_index(self, deadline: float, lease: bool = False) -> int:
         loop = asyncio.get_running_loop()
         while True:
             await self._wait_leader(deadline)
-            if len(self._read_queue) >= MAX_QUEUED_READS:
+            queue = self._lease_queue if lease else self._read_queue
+            if len(queue) >= MAX_QUEUED_READS:
                 raise errors.TooManyRequests()
             fut = loop.create_future()
-            self._read_queue.append(fut)
+            queue.append(fut)
             self._wake.set()
             remaining = deadline - time.monotonic()
             try:
@@ -907,17 +1056,21 @@ class Member(LeaseMixin, MembershipMixin):
             raise errors.Timeout() from None
 
     async def _lease_barrier(self, deadline: float) -> None:
-        """Leader lease read: no network round if this leader's lease is valid."""
-        rn = self._rn
-        if self.role == StateRole.LEADER and self._leader_committed_in_term:
+        """Lease read barrier. On the leader with a valid lease and no tick owed: no
+        network round and no driver turn -- wait until the Raft commit index as of now is
+        applied. Otherwise a lease ReadIndex through the driver: a follower's goes to the
+        leader, which answers from its lease (one round trip) or with a heartbeat round."""
+        if self.role == StateRole.LEADER and self._leader_committed_in_term and self._open_lease_gate():
             try:
-                valid = bool(rn.status().lease_valid)
-            except Exception:
-                valid = False
+                valid = self._rn.lease_valid()
+                index = self._raft_commit
+            finally:
+                self._close_lease_gate()
             if valid:
-                await self._wait_applied(self.commit_index, deadline)
+                self._lease_stats["lease_reads_local"] += 1
+                await self._wait_applied(index, deadline)
                 return
-        idx = await self._read_index(deadline)
+        idx = await self._read_index(deadline, lease=True)
         await self._wait_applied(idx, deadline)
 
     # ================================================================================
@@ -958,6 +1111,7 @@ class Member(LeaseMixin, MembershipMixin):
         st["pending_proposals"] = len(self._pending)
         st["queued_proposals"] = len(self._proposals)
         st["inbox"] = len(self._inbox)
+        st.update(self._lease_stats)
         return st
 
     def hash_kv(self, revision: int = 0):
