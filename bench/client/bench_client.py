@@ -157,9 +157,8 @@ def run_wan(n: int) -> list[dict[str, float]]:
     rows = []
     table = default_rtt_table()
     with tempfile.TemporaryDirectory(prefix="bench-client-wan-") as base:
-        c = LocalCluster(1, base, regions=["us-east"], start=False)
+        c = LocalCluster(1, base, regions=["us-east"])
         try:
-            c._spawn(0)
             c.wait_ready()
             ep = parse_endpoint(c.endpoints[0])
             for region in ("us-east", "eu-west", "ap-south"):
@@ -179,9 +178,12 @@ def start(system: str, base: str):
         return c, c.endpoints[0]
     from geokv.testing.cluster import LocalCluster
 
-    c = LocalCluster(1, base, start=False)
-    c._spawn(0)
-    c.wait_ready()
+    c = LocalCluster(1, base)
+    try:
+        c.wait_ready()
+    except BaseException:
+        c.stop()
+        raise
     return c, parse_endpoint(c.endpoints[0])
 
 

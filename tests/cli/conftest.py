@@ -32,12 +32,11 @@ def server(request, tmp_path_factory):
     else:
         from geokv.testing.cluster import LocalCluster
 
-        cluster = LocalCluster(1, base, start=False)
+        cluster = LocalCluster(1, base)  # spawns; stops what it started if that fails
     try:
         if request.param == "etcd":
             cluster.start()
         else:
-            cluster._spawn(0)
             cluster.wait_ready()
         yield [parse_endpoint(e) for e in cluster.endpoints]
     finally:

@@ -41,13 +41,11 @@ def server(request, tmp_path_factory):
     else:
         from geokv.testing.cluster import LocalCluster
 
-        cluster = LocalCluster(1, base, start=False)
+        cluster = LocalCluster(1, base)  # spawns; stops what it started if that fails
     try:
         if request.param == "etcd":
             cluster.start()
         else:
-            for i in range(len(cluster.specs)):
-                cluster._spawn(i)
             cluster.wait_ready()
         yield Server(request.param, [parse_endpoint(e) for e in cluster.endpoints], cluster)
     finally:
@@ -62,24 +60,25 @@ class Cluster3:
         if backend == "etcd":
             self._c = EtcdCluster(base, 3)
         else:
-            from geokv.testing.cluster import LocalCluster
-
-            self._c = LocalCluster(3, base, start=False)
-        self.endpoints = [parse_endpoint(e) for e in self._c.endpoints]
+            self._c = None
+            self._base = base
 
     def start(self) -> None:
         if self.backend == "etcd":
             self._c.start()
         else:
-            for i in range(3):
-                self._c._spawn(i)
+            from geokv.testing.cluster import LocalCluster
+
+            self._c = LocalCluster(3, self._base)
             self._c.wait_ready()
+        self.endpoints = [parse_endpoint(e) for e in self._c.endpoints]
 
     def kill(self, i: int) -> None:
         self._c.kill(i)
 
     def stop(self) -> None:
-        self._c.stop()
+        if self._c is not None:
+            self._c.stop()
 
 
 @pytest.fixture(params=BACKENDS)

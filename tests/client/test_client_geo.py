@@ -17,10 +17,8 @@ REGIONS = ["us-east", "eu-west", "ap-south"]
 def geo_cluster(tmp_path_factory):
     from geokv.testing.cluster import LocalCluster
 
-    c = LocalCluster(3, str(tmp_path_factory.mktemp("geo")), regions=REGIONS, start=False)
+    c = LocalCluster(3, str(tmp_path_factory.mktemp("geo")), regions=REGIONS)
     try:
-        for i in range(3):
-            c._spawn(i)
         c.wait_ready()
         yield c
     finally:
@@ -51,10 +49,8 @@ def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(tmp_p
 
     from geokv.testing.cluster import LocalCluster
 
-    c = LocalCluster(3, str(tmp_path), start=False)
+    c = LocalCluster(3, str(tmp_path))
     try:
-        for i in range(3):
-            c._spawn(i)
         c.wait_ready()
         c.kill(1)
         c.kill(2)

@@ -103,10 +103,8 @@ def up(args: argparse.Namespace) -> int:
         extra_args += ["--wan-emulation", "on"]
     if args.leader_preference:
         extra_args += ["--leader-preference", args.leader_preference]
-    cluster = LocalCluster(n, base_dir, regions=regions, extra_args=extra_args, start=False)
+    cluster = LocalCluster(n, base_dir, regions=regions, extra_args=extra_args)  # spawns every member
     try:
-        for i in range(n):
-            cluster._spawn(i)
         pids = [cluster.pid(i) for i in range(n)]
         state = {"supervisor_pid": os.getpid(), "pids": pids, "endpoints": cluster.endpoints,
                  "names": cluster.names, "regions": regions, "base_dir": base_dir}
