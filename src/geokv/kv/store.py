@@ -43,18 +43,17 @@ LMDB read transaction and sees a committed snapshot).
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-from typing import BinaryIO
 
 import lmdb
-import msgpack
 
 from geokv import errors
 from geokv.kv import layout
 from geokv.kv.compaction import compact_chunk
 from geokv.kv.layout import HDR, HDR_BYTES, M32, M64, key_prefix, scan_live
-from geokv.kv.reads import collect_events, hash_keyspace, kv_from, range_kvs
+from geokv.kv.maintenance import Maintenance
+from geokv.kv.reads import collect_events, kv_from, range_kvs
+from geokv.kv.tables import _ID, LeaseMemberTables
 from geokv.kv.types import (
     MAX_KEY_BYTES,
     MAX_TXN_OPS_DEFAULT,
@@ -66,13 +65,9 @@ from geokv.kv.types import (
     Event,
     KeyValue,
     LeaseCheckpoint,
-    LeaseCheckpointResult,
     LeaseGrant,
-    LeaseGrantResult,
     LeaseRevoke,
-    LeaseRevokeResult,
     MemberRemove,
-    MemberResult,
     MemberSet,
     Noop,
     NoopResult,
@@ -104,9 +99,6 @@ EVENTS_SCAN_ROWS_MAX = 100_000
 
 _STATE_KEY = b"state"
 _STATE = struct.Struct(">QQQQQ12s")  # applied, revision, compact_rev, compact_todo, data_bytes, compact_pos
-_LEASE = struct.Struct(">qq")  # granted ttl, remaining ttl (0: none checkpointed)
-_ID = struct.Struct(">q")
-_MEMBER_ID = struct.Struct(">Q")
 _EVENT_PUT = 0
 _EVENT_DELETE = 1
 _hdr_unpack_from = HDR.unpack_from
@@ -130,7 +122,7 @@ def _boot_id() -> str:
         return "unknown"
 
 
-class MVCCStore:
+class MVCCStore(LeaseMemberTables, Maintenance):
     """The replicated state machine: see the module docstring for the rules it keeps."""
 
     def __init__(
@@ -543,56 +535,6 @@ class MVCCStore:
             self._ctodo = 0
         self._data_bytes -= freed
 
-    def _apply_lease_grant(self, g: LeaseGrant, index: int) -> LeaseGrantResult:
-        validate_command(g)
-        lid = g.id
-        if lid == 0:
-            # The leader normally picks the id; a zero id gets one derived from the Raft
-            # index so that every replica picks the same.
-            lid = ((index * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)) or 1
-            while self._txn.get(_ID.pack(lid), db=self._lease) is not None:
-                lid = lid % ((1 << 63) - 1) + 1
-        elif self._txn.get(_ID.pack(lid), db=self._lease) is not None:
-            raise errors.LeaseExist()
-        self._check_quota(_LEASE.size)
-        self._txn.put(_ID.pack(lid), _LEASE.pack(g.ttl, 0), db=self._lease)
-        return LeaseGrantResult(lid, g.ttl, self._rev)
-
-    def _apply_lease_revoke(self, r: LeaseRevoke, index: int) -> LeaseRevokeResult:
-        lkey = _ID.pack(r.id)
-        txn = self._txn
-        if txn.get(lkey, db=self._lease) is None:
-            raise errors.LeaseNotFound()
-        keys = self._lease_keys_in(txn, r.id)
-        deleted = 0
-        for key in keys:  # sorted, so every replica deletes in the same sub-revision order
-            for prefix, ckey, rec in list(scan_live(self._cur, key, b"", 0)):
-                self._tombstone(prefix, kv_from(prefix, ckey, rec, key))
-                deleted += 1
-        txn.delete(lkey, db=self._lease)
-        return LeaseRevokeResult(self._wrev if self._sub else self._rev, deleted)
-
-    def _apply_lease_checkpoint(self, c: LeaseCheckpoint, index: int) -> LeaseCheckpointResult:
-        lkey = _ID.pack(c.id)
-        raw = self._txn.get(lkey, db=self._lease)
-        if raw is None:
-            raise errors.LeaseNotFound()
-        ttl, _ = _LEASE.unpack(raw)
-        self._txn.put(lkey, _LEASE.pack(ttl, c.remaining_ttl), db=self._lease)
-        return LeaseCheckpointResult(self._rev)
-
-    def _apply_member_set(self, m: MemberSet, index: int) -> MemberResult:
-        mid = m.member.get("id") if isinstance(m.member, dict) else None
-        if not isinstance(mid, int) or isinstance(mid, bool):
-            raise errors.InvalidArgument("etcdserver: member has no integer id")
-        self._txn.put(_MEMBER_ID.pack(mid & M64), msgpack.packb(m.member, use_bin_type=True), db=self._member)
-        return MemberResult(self._rev, self._members_in(self._txn))
-
-    def _apply_member_remove(self, m: MemberRemove, index: int) -> MemberResult:
-        if not self._txn.delete(_MEMBER_ID.pack(m.id & M64), db=self._member):
-            raise errors.MemberNotFound()
-        return MemberResult(self._rev, self._members_in(self._txn))
-
     def _apply_noop(self, n: Noop, index: int) -> NoopResult:
         return NoopResult(self._rev)
 
@@ -602,11 +544,11 @@ class MVCCStore:
         Range: _apply_range,
         Txn: _apply_txn,
         Compact: _apply_compact,
-        LeaseGrant: _apply_lease_grant,
-        LeaseRevoke: _apply_lease_revoke,
-        LeaseCheckpoint: _apply_lease_checkpoint,
-        MemberSet: _apply_member_set,
-        MemberRemove: _apply_member_remove,
+        LeaseGrant: LeaseMemberTables._apply_lease_grant,
+        LeaseRevoke: LeaseMemberTables._apply_lease_revoke,
+        LeaseCheckpoint: LeaseMemberTables._apply_lease_checkpoint,
+        MemberSet: LeaseMemberTables._apply_member_set,
+        MemberRemove: LeaseMemberTables._apply_member_remove,
         Noop: _apply_noop,
     }
 
@@ -705,119 +647,3 @@ class MVCCStore:
             rev, crev = self._read_state(txn)
             return collect_events(txn.cursor(self._log), txn.cursor(self._kv), rev, crev,
                                   start_rev, end_rev, key, range_end, limit, scan_rows_max)
-
-    def leases(self) -> list[tuple[int, int]]:
-        """(lease id, granted ttl) of every lease, by id."""
-        with self.env.begin(db=self._lease) as txn:
-            return sorted((_ID.unpack(k)[0], _LEASE.unpack(v)[0]) for k, v in txn.cursor())
-
-    def lease_info(self, lease_id: int) -> tuple[int, int] | None:
-        """(granted ttl, last checkpointed remaining ttl or 0) or None if absent."""
-        with self.env.begin(db=self._lease) as txn:
-            raw = txn.get(_ID.pack(lease_id))
-        return None if raw is None else _LEASE.unpack(raw)
-
-    def lease_keys(self, lease_id: int) -> list[bytes]:
-        with self.env.begin() as txn:
-            return self._lease_keys_in(txn, lease_id)
-
-    def _lease_keys_in(self, txn, lease_id: int) -> list[bytes]:
-        head = _ID.pack(lease_id)
-        cur = txn.cursor(self._lkeys)
-        out = []
-        ok = cur.set_range(head)
-        while ok:
-            k = cur.key()
-            if not k.startswith(head):
-                break
-            out.append(k[len(head):])
-            ok = cur.next()
-        return out
-
-    def members(self) -> list[dict]:
-        with self.env.begin() as txn:
-            return self._members_in(txn)
-
-    def _members_in(self, txn) -> list[dict]:
-        return [msgpack.unpackb(v, raw=False, strict_map_key=False) for _, v in txn.cursor(self._member)]
-
-    # --- hashing, snapshots -------------------------------------------------------------
-
-    def hash_kv(self, revision: int = 0) -> tuple[int, int, int]:
-        """(hash, revision, compact_revision): a crc32c of the keyspace visible at
-        ``revision`` (0: now), identical on every replica that applied the same log,
-        however far each has got with physical compaction."""
-        with self.env.begin() as txn:
-            rev, crev = self._read_state(txn)
-            if revision > rev:
-                raise errors.FutureRev()
-            if 0 < revision < crev:
-                raise errors.Compacted()
-            upto = revision or rev
-            return hash_keyspace(txn.cursor(self._kv), upto, crev), upto, crev
-
-    def snapshot(self, out: BinaryIO) -> int:
-        """Write the whole state machine to ``out``; returns the bytes written."""
-        from geokv.kv.snapshot import write_snapshot
-
-        with self.env.begin() as txn:
-            return write_snapshot(txn, self._dbs, out)
-
-    def restore(self, inp: BinaryIO) -> None:
-        """Replace this store's contents by a snapshot stream (verified before use).
-
-        Raises ValueError if the stream is truncated or corrupt; the store is then
-        unchanged.
-        """
-        from geokv.kv.snapshot import read_snapshot
-
-        tmp = self.path.rstrip("/") + ".restore"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        env = lmdb.open(tmp, map_size=self.map_size, max_dbs=8, sync=False, metasync=False)
-        try:
-            dbs = {name: env.open_db(name) for name in self._dbs}
-            read_snapshot(env, dbs, inp)
-            env.sync(True)
-        except BaseException:
-            env.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        env.close()
-        self._swap_in(tmp)
-
-    def defragment(self) -> tuple[int, int]:
-        """Rewrite the LMDB file without free pages; returns (bytes before, bytes after).
-
-        Call it from the applying thread between batches (it closes and reopens the
-        environment).
-        """
-        before = self.db_size()
-        tmp = self.path.rstrip("/") + ".defrag"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            self.env.copy(tmp, compact=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self._swap_in(tmp)
-        return before, self.db_size()
-
-    def _swap_in(self, tmp: str) -> None:
-        """Replace the store directory by ``tmp`` (a complete LMDB env) and reopen."""
-        self.env.close()
-        old = self.path.rstrip("/") + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(self.path, old)
-        os.rename(tmp, self.path)
-        shutil.rmtree(old, ignore_errors=True)
-        self._mark_open()
-        self.unclean_reboot = False
-        self._open_env()
-
-    @classmethod
-    def from_snapshot(cls, path: str, inp: BinaryIO, **kwargs) -> MVCCStore:
-        store = cls(path, **kwargs)
-        store.restore(inp)
-        return store
