@@ -96,3 +96,21 @@ def test_sigterm_stops_cleanly_and_data_survives_restart(tmp_path):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def test_second_server_on_the_same_data_dir_is_refused(tmp_path):
+    c1, p1, c2, p2 = free_ports(4)
+    first = serve(*single_node_args(tmp_path, c1, p1))
+    try:
+        wait_put(c1, b"k", b"v")
+        second = serve(*single_node_args(tmp_path, c2, p2))
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert "in use by another geokv server" in out.decode() and "Traceback" not in out.decode()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        try:
+            first.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()

@@ -435,7 +435,10 @@ class Member(LeaseMixin, MembershipMixin):
                 metrics.peer_messages_dropped.inc()
             inbox.append(m)
             if (m.type == MessageType.APP or m.type == MessageType.HEARTBEAT) and m.frm == self.leader_id:
-                self._commit_seen.append((m.commit, now))
+                if m.commit <= self.applied_index:
+                    self._caught_up_at = now  # idle cluster: every heartbeat says "caught up"
+                else:
+                    self._commit_seen.append((m.commit, now))
         self._wake.set()
 
     def _on_unreachable(self, peer_id: int) -> None:
@@ -562,6 +565,11 @@ class Member(LeaseMixin, MembershipMixin):
         # the missed ticks arrive. Ticks come from the tick clock (_take_owed_ticks), so a
         # leader's lease never outlives real time; forwarded ReadIndex requests stepped
         # here are answered from the lease only while no tick is owed (_step_read_index).
+        # A leader (it never campaigns) takes its ticks first, so the forwarded lease reads
+        # of a turn woken by the ticker need no heartbeat round.
+        early = self._take_owed_ticks() if self.role == StateRole.LEADER else 0
+        for _ in range(early):
+            rn.tick()
         inbox = self._inbox
         while inbox:
             m = inbox.popleft()
@@ -575,7 +583,7 @@ class Member(LeaseMixin, MembershipMixin):
         ticks = self._take_owed_ticks()
         for _ in range(ticks):
             rn.tick()
-        if ticks:
+        if ticks or early:
             self._on_tick_turn()
         actions = self._actions
         while actions:

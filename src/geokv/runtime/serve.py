@@ -58,6 +58,25 @@ def _attach_geo(member, cfg: ServerConfig):
         raise StartupError(str(exc)) from None
 
 
+def _lock_data_dir(cfg: ServerConfig):
+    """Hold an exclusive flock on <data-dir>/member/lock for the life of the process:
+    two servers on one data dir would corrupt the WAL and LMDB."""
+    import fcntl
+
+    path = os.path.join(cfg.data_dir, "member")
+    try:
+        os.makedirs(path, exist_ok=True)
+        f = open(os.path.join(path, "lock"), "a+")
+    except OSError as exc:
+        raise StartupError(f"cannot use data dir {cfg.data_dir}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StartupError(f"data dir {cfg.data_dir} is in use by another geokv server") from None
+    return f
+
+
 async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
     from geokv.runtime.member import Member
 
@@ -68,6 +87,7 @@ async def run_server(cfg: ServerConfig, *, ready_line: bool = True) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    lock = _lock_data_dir(cfg)
     member = Member(cfg, outbound_delay_s=_outbound_delay(cfg))
     geo = _attach_geo(member, cfg)
     grpc_server = http_server = None
