@@ -72,7 +72,8 @@ def check_all_members_have(c: LocalCluster, acked: dict[bytes, bytes], prefix: s
 
 
 def test_sigkill_leader_during_writes_then_restart(tmp_path):
-    with LocalCluster(3, str(tmp_path)) as c:
+    # small --snapshot-count: the restarted member recovers from a Raft snapshot + WAL
+    with LocalCluster(3, str(tmp_path), extra_args=["--snapshot-count", "100"]) as c:
         leader = c.wait_ready()
         w = Writer(c, "w", start_index=leader)  # through the leader, until it dies
         w.start()
