@@ -18,6 +18,7 @@ from geokv.testing.cluster import LocalCluster
 from geokv.testing.ports import free_ports
 
 CLUSTER_START_TIMEOUT_S = 60.0
+CLUSTER_START_ATTEMPTS_MAX = 2
 ETCDCTL_TIMEOUT_S = 30.0
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
@@ -55,7 +56,7 @@ class Cluster:
         return "\n".join(self.local.tail_log(i, n_bytes) for i in range(len(self.endpoints)))
 
 
-def start_cluster(n: int = 3) -> Cluster:
+def _start_cluster_once(n: int) -> Cluster:
     base = tempfile.mkdtemp(prefix="geokv-e2e-")
     lc = LocalCluster(n, base, start=False)
     try:
@@ -64,12 +65,27 @@ def start_cluster(n: int = 3) -> Cluster:
             lc.specs[i].extra_args = ["--listen-metrics-urls", url]
             lc.restart(i)
         lc.wait_ready(CLUSTER_START_TIMEOUT_S)
-    except BaseException:
+    except BaseException as exc:
+        logs = "\n".join(f"--- {lc.names[i]} ---\n{lc.tail_log(i, 3000)}" for i in range(n))
         lc.stop()
         shutil.rmtree(base, ignore_errors=True)
-        raise
+        raise RuntimeError(f"cluster did not start: {exc}\n{logs}") from None
     return Cluster([u.removeprefix("http://") for u in lc.endpoints], metrics,
                    [lc.member_id(i) for i in range(n)], lc, base)
+
+
+def start_cluster(n: int = 3) -> Cluster:
+    """Start a cluster; retry once on fresh ports, because free ports are picked by
+    binding port 0 and releasing it, and another process on this shared machine can take
+    one before our member binds it."""
+    for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
+        try:
+            return _start_cluster_once(n)
+        except RuntimeError as exc:
+            if attempt + 1 == CLUSTER_START_ATTEMPTS_MAX:
+                raise
+            print(f"retrying cluster start on fresh ports after: {str(exc)[:2000]}")
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
