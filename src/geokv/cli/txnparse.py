@@ -26,6 +26,9 @@ MAX_TXN_LINES = 3 * 128 + 2
 _COMPARE_RE = re.compile(r'^\s*(value|version|create|mod|lease)\(\s*"((?:[^"\\]|\\.)*)"\s*\)\s*(=|==|!=|>|<)\s*(.+?)\s*$')
 
 
+_UNESCAPE_RE = re.compile(r"\\(.)")
+
+
 class TxnSyntaxError(ValueError):
     pass
 
@@ -35,7 +38,7 @@ def parse_compare(line: str) -> rpc_pb2.Compare:
     if not m:
         raise TxnSyntaxError(f'bad compare {line.strip()!r}: expected e.g. value("key") = "v" or mod("key") > "3"')
     target, key, op, raw = m.groups()
-    key = bytes(key, "utf-8").decode("unicode_escape")
+    key = _UNESCAPE_RE.sub(r"\1", key)  # \" and \\ inside the quoted key
     try:
         operand_words = shlex.split(raw)
     except ValueError as e:
