@@ -96,6 +96,8 @@ def _print_table(r: Any) -> None:
 # ---- KV -------------------------------------------------------------------------------------------
 async def cmd_put(c: AsyncClient, args: argparse.Namespace) -> int:
     value = args.value
+    if value is None and args.ignore_value:
+        value = b""  # the key keeps its value; only the lease changes
     if value is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise ValueError("put needs a value (as an argument or on stdin)")
