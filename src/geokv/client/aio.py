@@ -228,12 +228,7 @@ class AsyncClient:
         if self._wan is None:
             return
         if ep.region is None:
-            ep.region = ""
-            try:
-                resp = await self._stub(ep, "Maintenance").Status(rpc_pb2.StatusRequest(), timeout=self.timeout_s)
-                ep.region = getattr(resp, "region", "")
-            except grpc.aio.AioRpcError:
-                pass
+            await self._learn_region(ep)  # leaves it None if the member did not answer
         if ep.region:
             try:
                 delay_s = self._wan.one_way_delay_s(ep.region)
