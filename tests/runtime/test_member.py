@@ -266,3 +266,23 @@ def test_idle_follower_stays_fresh_for_bounded_reads(tmp_path):
             assert res.kvs[0].value == b"v" and st < 1000
             assert (await f.status())["applied_lag_ms"] < 1000
     run(main())
+
+
+def test_full_proposal_queue_gives_too_many_requests(tmp_path, monkeypatch):
+    import geokv.runtime.member as member_mod
+
+    monkeypatch.setattr(member_mod, "MAX_INFLIGHT_PROPOSALS", 4)
+
+    async def main():
+        async with InProcCluster(1, str(tmp_path)) as c:
+            m = await c.wait_leader()
+            results = await asyncio.gather(*[m.propose(Put(b"k%d" % i, b"v")) for i in range(20)],
+                                           return_exceptions=True)
+            refused = [r for r in results if isinstance(r, errors.TooManyRequests)]
+            done = [r for r in results if not isinstance(r, Exception)]
+            assert refused and done and len(refused) + len(done) == 20
+            assert refused[0].code == "RESOURCE_EXHAUSTED"
+            # nothing refused was applied; everything acknowledged was
+            res = await m.read(Range(b"k", b"l"), mode="linearizable")
+            assert res.count == len(done)
+    run(main())

@@ -1055,7 +1055,11 @@ class Member(LeaseMixin, MembershipMixin):
         if self.applied_index >= index:
             return
         if len(self._apply_waiters) >= MAX_APPLY_WAITERS:
-            raise errors.TooManyRequests()
+            # drop waiters whose reads already timed out, then decide
+            self._apply_waiters = [w for w in self._apply_waiters if not w[2].done()]
+            heapq.heapify(self._apply_waiters)
+            if len(self._apply_waiters) >= MAX_APPLY_WAITERS:
+                raise errors.TooManyRequests()
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._apply_waiters, (index, next(self._apply_seq), fut))
         try:
