@@ -59,7 +59,9 @@ def test_cluster_up_serves_requests_and_cluster_down_stops_every_process(tmp_pat
         cli = Cli(endpoints)
         assert cli("put", "hello", "world").stdout == "OK\n"
         assert cli("get", "hello", "--print-value-only").stdout == "world\n"
-        status = json.loads(cli("-w", "json", "endpoint", "status").stdout)
+        # --cluster finds every member from the one endpoint it is given.
+        status = json.loads(Cli(endpoints[:1])("-w", "json", "endpoint", "status", "--cluster").stdout)
+        assert sorted(s["Endpoint"] for s in status) == sorted(endpoints)
         assert sorted(s["Status"]["region"] for s in status) == ["ap-south", "eu-west", "us-east"]
         assert sum(1 for s in status if s["Status"]["leader"] == s["Status"]["header"]["member_id"]) == 1
 

@@ -293,6 +293,21 @@ async def cmd_member(c: AsyncClient, args: argparse.Namespace) -> int:
 
 async def cmd_endpoint(c: AsyncClient, args: argparse.Namespace) -> int:
     sub = args.endpoint_cmd
+    if getattr(args, "cluster", False):
+        urls = [u for m in await c.member_list() for u in m.client_urls[:1]]
+        if not urls:
+            raise ValueError("member list returned no client URLs")
+        await c.close()
+        c = AsyncClient(urls, timeout_s=args.timeout, region=args.region, read_mode=args.read_mode,
+                        max_staleness_ms=args.max_staleness_ms, emulate_wan=args.emulate_wan)
+        try:
+            return await _endpoint(c, args, sub)
+        finally:
+            await c.close()
+    return await _endpoint(c, args, sub)
+
+
+async def _endpoint(c: AsyncClient, args: argparse.Namespace, sub: str) -> int:
     if sub == "status":
         results = await c.statuses()
         ok = [s for s in results if isinstance(s, Status)]

@@ -171,10 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("endpoint", help="endpoint status|health|rtt")
     es = _Subs(s.add_subparsers(dest="endpoint_cmd", metavar="SUBCOMMAND", parser_class=_Parser), common)
-    es.add_parser("status")
-    es.add_parser("health")
-    x = es.add_parser("rtt")
-    x.add_argument("--count", type=int, default=10)
+    for name in ("status", "health", "rtt"):
+        x = es.add_parser(name)
+        x.add_argument("--cluster", action="store_true", help="every member's client URL, from member list")
+        if name == "rtt":
+            x.add_argument("--count", type=int, default=10)
 
     s = sub.add_parser("compaction", help="compact the history up to a revision")
     s.add_argument("revision", type=int)
