@@ -35,7 +35,10 @@ def asymmetric(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
 
 
 def isolate_one(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
-    x = rng.choice(nodes)
+    return isolate_node(nodes, rng.choice(nodes))
+
+
+def isolate_node(nodes: list[int], x: int) -> tuple[Links, str]:
     return _cut([x], [n for n in nodes if n != x]), f"isolate {x}"
 
 

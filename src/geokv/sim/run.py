@@ -302,8 +302,15 @@ class Simulation:
             nodes = sorted(n.id for n in self.nodes.values() if n.status != STOPPED)
             if len(nodes) < 2:
                 return
-            shape = rng.choice(sorted(partitions.SHAPES))
-            links, desc = partitions.SHAPES[shape](nodes, rng)
+            leader = self.leader()
+            if leader is not None and rng.random() < 0.3:
+                # Cut the leader off while its clients keep writing to it: its log grows
+                # a suffix nobody else has, which the next leader must overwrite.
+                links, desc = partitions.isolate_node(nodes, leader.id)
+                desc += " (the leader)"
+            else:
+                shape = rng.choice(sorted(partitions.SHAPES))
+                links, desc = partitions.SHAPES[shape](nodes, rng)
             self.net.set_blocked(links)
             self.partition_epoch += 1
             self.fault(f"partition {desc} for {duration_ms:.0f}ms")
