@@ -194,3 +194,42 @@ def test_calls_and_errors_travel_back():
         finally:
             await t1.stop(); await t2.stop()
     run(main())
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_read_frame_on_arbitrary_bytes_only_raises_frame_errors(data):
+    async def main():
+        r = asyncio.StreamReader()
+        r.feed_data(data)
+        r.feed_eof()
+        try:
+            f = await tp.read_frame(r, 1 << 16)
+        except (tp.FrameError, asyncio.IncompleteReadError):
+            return
+        assert isinstance(f, list) and type(f[0]) is int
+        if f[0] == tp.RAFT and len(f) == 2 and isinstance(f[1], list):
+            for obj in f[1]:
+                try:
+                    tp.decode_message(obj)
+                except (ValueError, TypeError, IndexError, KeyError):
+                    pass
+    asyncio.run(main())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**63), min_size=3, max_size=12), st.binary(max_size=50))
+def test_raft_messages_round_trip_through_frames(nums, data):
+    m = Message(MessageType.APP, to=nums[0] + 1, frm=nums[1] + 1, term=nums[2],
+                entries=[Entry(n % 1000, i + 1, data=data) for i, n in enumerate(nums[3:])], context=data)
+
+    async def main():
+        r = asyncio.StreamReader()
+        r.feed_data(pack_frame([tp.RAFT, [tp.encode_message(m)]]))
+        r.feed_eof()
+        f = await tp.read_frame(r, 1 << 20)
+        assert tp.decode_message(f[1][0]) == m
+    asyncio.run(main())
