@@ -29,7 +29,7 @@ def _fmt(res) -> str:
             f"replay: python -m geokv.sim --seed {res.seed}\n{tail}")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(280)
 @pytest.mark.parametrize("start", range(SWARM_SEEDS.start, SWARM_SEEDS.stop, BATCH))
 def test_swarm_with_faults(start):
     failures = []
