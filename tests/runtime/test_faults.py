@@ -20,7 +20,9 @@ from geokv.testing.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
-WRITE_RPC_TIMEOUT_S = 2.0
+WRITE_RPC_TIMEOUT_S = 3.0
+# etcd's default timing: a loaded shared CI machine must not cause spurious elections
+TIMING = {"heartbeat_ms": 100, "election_ms": 1000}
 
 
 class Writer(threading.Thread):
@@ -73,14 +75,14 @@ def check_all_members_have(c: LocalCluster, acked: dict[bytes, bytes], prefix: s
 
 def test_sigkill_leader_during_writes_then_restart(tmp_path):
     # small --snapshot-count: the restarted member recovers from a Raft snapshot + WAL
-    with LocalCluster(3, str(tmp_path), extra_args=["--snapshot-count", "100"]) as c:
+    with LocalCluster(3, str(tmp_path), extra_args=["--snapshot-count", "100"], **TIMING) as c:
         leader = c.wait_ready()
         w = Writer(c, "w", start_index=leader)  # through the leader, until it dies
         w.start()
         try:
             time.sleep(1.0)
             c.kill(leader, signal.SIGKILL)
-            time.sleep(1.5)
+            time.sleep(2.5)
             c.restart(leader)
             time.sleep(1.5)
         finally:
@@ -96,7 +98,7 @@ def test_sigkill_leader_during_writes_then_restart(tmp_path):
 
 
 def test_sigstop_member_then_sigcont(tmp_path):
-    with LocalCluster(3, str(tmp_path)) as c:
+    with LocalCluster(3, str(tmp_path), **TIMING) as c:
         leader = c.wait_ready()
         frozen = leader  # freeze the leader: the others must elect a new one
         w = Writer(c, "s", start_index=leader)
@@ -104,7 +106,7 @@ def test_sigstop_member_then_sigcont(tmp_path):
         try:
             time.sleep(0.7)
             c.kill(frozen, signal.SIGSTOP)
-            time.sleep(2.0)
+            time.sleep(3.0)
             c.kill(frozen, signal.SIGCONT)
             time.sleep(1.0)
         finally:

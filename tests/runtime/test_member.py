@@ -86,9 +86,9 @@ def test_no_leader_and_timeouts(tmp_path):
             await c.stop_member(2)
             t0 = time.monotonic()
             with pytest.raises((errors.NoLeader, errors.Timeout, errors.TimeoutDueToLeaderFail)):
-                await m0.propose(Put(b"k", b"v"), timeout_s=3.0)
+                await m0.propose(Put(b"k", b"v"), timeout_s=2.0)
             with pytest.raises((errors.NoLeader, errors.Timeout)):
-                await m0.read(Range(b"k"), mode="linearizable", timeout_s=3.0)
+                await m0.read(Range(b"k"), mode="linearizable", timeout_s=2.0)
             assert time.monotonic() - t0 < 10
             # a serializable read still answers from the local replica
             res = await m0.read(Range(b"k"), mode="serializable")

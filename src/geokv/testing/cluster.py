@@ -29,10 +29,11 @@ from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from geokv.runtime.config import cluster_id_for, member_id_for
 from geokv.testing.ports import free_ports
 
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0   # generous: a loaded CI machine starts Python + gRPC slowly
 STOP_TIMEOUT_S = 10.0
-RPC_TIMEOUT_S = 2.0
+RPC_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.05
+STATUS_POLL_TIMEOUT_S = 2.0
 MAX_MEMBERS = 32
 
 _live_clusters: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
@@ -310,7 +311,7 @@ class LocalCluster:
                 if not self.is_running(i):
                     continue
                 try:
-                    st = self.status(i, timeout_s=0.5)
+                    st = self.status(i, timeout_s=STATUS_POLL_TIMEOUT_S)
                 except grpc.RpcError:
                     ok = False
                     break
