@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import grpc
@@ -36,7 +35,8 @@ POLL_INTERVAL_S = 0.05
 STATUS_POLL_TIMEOUT_S = 2.0
 MAX_MEMBERS = 32
 
-_live_clusters: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
+# Strong references on purpose: a cluster its owner forgot to stop is still killed at exit.
+_live_clusters: "set[LocalCluster]" = set()
 
 
 def _kill_all_at_exit() -> None:
