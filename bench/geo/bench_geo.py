@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ PROXY_READY_TIMEOUT_S = 20.0
 RETURN_WAIT_S = 25.0           # after the restart, how long to wait for the leader to return
 STOP_TIMEOUT_S = 10.0
 WARMUP_ROUNDS = 3
+SETTLE_S = 2.0                 # between a leader's return and the next failover trial
 
 
 def free_port() -> int:
@@ -211,7 +213,8 @@ class GeokvGeoCluster:
 
 
 # --- the benchmark ----------------------------------------------------------------------------
-def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: int, read_modes, move_by_api: bool) -> SystemResult:
+def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: int, read_modes, move_by_api: bool,
+               failovers: int = 1) -> SystemResult:
     res = SystemResult(name)
     try:
         log(f"{name}: starting {len(regions)} members in {', '.join(regions)}")
@@ -228,33 +231,60 @@ def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: i
         log(f"{name}: {rounds} rounds per region (put + {len(read_modes)} reads each)")
         res.latency = summarize(run_mixed_workload(eps, rounds, read_modes))
 
-        # Failover: SIGKILL the leader, time the first successful put from each survivor.
+        # Failover trials: SIGKILL the leader (in the preferred region), time the first
+        # successful put from each survivor, restart it, and see whether leadership
+        # returns by itself. etcd never moves it back, so after its first trial the bench
+        # moves it with MoveLeader to set up the next trial.
         li = regions.index(preferred)
-        log(f"{name}: killing the leader in {preferred}")
-        t0 = time.perf_counter()
-        cluster.kill(li)
         survivors = [e for e in eps if e.region != preferred]
-        recovery = measure_write_recovery(survivors, t0)
-        st2 = wait_leader(survivors, STARTUP_TIMEOUT_S, require_all=True)
-        new_leader = leader_region(st2)
-        log(f"{name}: writes resumed {recovery}; new leader in {new_leader}; restarting {preferred}")
-        cluster.restart(li)
-        t1 = time.perf_counter()
-        returned_after = None
-        try:
-            wait_leader(eps, RETURN_WAIT_S, region=preferred)
-            returned_after = time.perf_counter() - t1
-        except TimeoutError:
-            pass
+        trials = []
+        for k in range(failovers):
+            if k > 0:
+                if move_by_api:
+                    wait_leader(eps, STARTUP_TIMEOUT_S, require_all=True)
+                    move_leader_to(eps, preferred, STARTUP_TIMEOUT_S)
+                else:
+                    wait_leader(eps, STARTUP_TIMEOUT_S, region=preferred)
+                # Let the returned leader commit in its term and every member settle
+                # before the next crash (a crash right after a transfer is another test).
+                time.sleep(SETTLE_S)
+                run_mixed_workload(eps, 1, read_modes)
+            log(f"{name}: failover {k + 1}/{failovers}: killing the leader in {preferred}")
+            t0 = time.perf_counter()
+            cluster.kill(li)
+            recovery = measure_write_recovery(survivors, t0)
+            st2 = wait_leader(survivors, STARTUP_TIMEOUT_S, require_all=True)
+            new_leader = leader_region(st2)
+            log(f"{name}: writes resumed {recovery}; new leader in {new_leader}; restarting {preferred}")
+            cluster.restart(li)
+            t1 = time.perf_counter()
+            returned_after = None
+            if k == 0 or not move_by_api:
+                try:
+                    wait_leader(eps, RETURN_WAIT_S, region=preferred)
+                    returned_after = time.perf_counter() - t1
+                except TimeoutError:
+                    pass
+                log(f"{name}: returned to {preferred}: {returned_after is not None}")
+            trials.append({
+                "write_recovery_s": {r: (round(v, 3) if v is not None else None) for r, v in recovery.items()},
+                "new_leader_region": new_leader,
+                "returned_to_preferred": returned_after is not None if (k == 0 or not move_by_api) else None,
+                "return_after_restart_s": round(returned_after, 2) if returned_after is not None else None,
+            })
+        rec_by_region = {e.region: [t["write_recovery_s"][e.region] for t in trials] for e in survivors}
+        first = trials[0]
         res.failover = {
             "killed_region": preferred,
-            "write_recovery_s": {r: (round(v, 3) if v is not None else None) for r, v in recovery.items()},
-            "new_leader_region": new_leader,
-            "returned_to_preferred": returned_after is not None,
-            "return_after_restart_s": round(returned_after, 2) if returned_after is not None else None,
+            "trials": trials,
+            "write_recovery_s": {r: (statistics.median(v) if None not in v else None) for r, v in rec_by_region.items()},
+            "write_recovery_max_s": {r: (max(v) if None not in v else None) for r, v in rec_by_region.items()},
+            "new_leader_region": first["new_leader_region"],
+            "new_leader_regions": [t["new_leader_region"] for t in trials],
+            "returned_to_preferred": first["returned_to_preferred"],
+            "return_after_restart_s": first["return_after_restart_s"],
             "return_wait_bound_s": RETURN_WAIT_S,
         }
-        log(f"{name}: returned to {preferred}: {returned_after is not None}")
     except Exception as e:  # a system that fails is reported, the other still runs
         res.error = f"{type(e).__name__}: {e}"
         log(f"{name}: FAILED: {res.error}")
@@ -297,10 +327,35 @@ def print_table(results: list[SystemResult], topo: Topology, leader_id: int, reg
         f = res.failover
         if not f:
             continue
-        rec = ", ".join(f"{r} {fmt(v * 1000 if v is not None else None)} ms" for r, v in f["write_recovery_s"].items())
-        print(f"{res.name:8s} failover (kill leader in {f['killed_region']}): writes resumed: {rec}; "
-              f"new leader: {f['new_leader_region']}; back in {f['killed_region']} after restart: "
+        rec = ", ".join(
+            f"{r} {fmt(v * 1000 if v is not None else None)} ms (max {fmt(f['write_recovery_max_s'][r] * 1000 if f['write_recovery_max_s'][r] is not None else None)})"
+            for r, v in f["write_recovery_s"].items())
+        print(f"{res.name:8s} failover x{len(f['trials'])} (kill leader in {f['killed_region']}): writes resumed (median): {rec}; "
+              f"new leaders: {', '.join(str(x) for x in f['new_leader_regions'])}; back in {f['killed_region']} after restart: "
               f"{f['returned_to_preferred']}" + (f" ({f['return_after_restart_s']} s)" if f["returned_to_preferred"] else ""))
+
+
+def compare(results: list[SystemResult], regions: list[str]) -> dict:
+    """geokv / etcd ratios of p50 per region and op, and the failover summary side by side."""
+    by = {r.name: r for r in results}
+    g, e = by.get("geokv"), by.get("etcd")
+    if g is None or e is None or not g.latency or not e.latency:
+        return {}
+    ratios: dict = {}
+    for r in regions:
+        for op, st in g.latency.get(r, {}).items():
+            ref = e.latency.get(r, {}).get(op)
+            if ref and ref.get("p50_ms") and st.get("p50_ms") is not None:
+                ratios.setdefault(r, {})[op] = round(st["p50_ms"] / ref["p50_ms"], 3)
+    fo = {}
+    for name, res in (("geokv", g), ("etcd", e)):
+        rec = [v for v in res.failover.get("write_recovery_s", {}).values() if v is not None]
+        fo[name] = {
+            "max_write_recovery_s": max(rec) if rec else None,
+            "new_leader_region": res.failover.get("new_leader_region"),
+            "returned_to_preferred": res.failover.get("returned_to_preferred"),
+        }
+    return {"p50_ratio_geokv_over_etcd": ratios, "failover": fo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preferred", default="us-east")
     ap.add_argument("--rtt", default="", help="RTT overrides, e.g. eu-west:ap-south=120ms")
     ap.add_argument("--systems", default="etcd,geokv")
+    ap.add_argument("--failovers", type=int, default=3, help="failover trials per system (median and max reported)")
     args = ap.parse_args(argv)
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     if args.preferred not in regions:
@@ -329,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(SystemResult("etcd", error=f"{ETCD_BIN} not found"))
                 continue
             results.append(run_system("etcd", EtcdGeoCluster(regions, args.rtt, hb, el), regions, args.preferred,
-                                      args.rounds, READ_MODES_ETCD, move_by_api=True))
+                                      args.rounds, READ_MODES_ETCD, move_by_api=True, failovers=args.failovers))
         elif system == "geokv":
             try:
                 cluster = GeokvGeoCluster(regions, args.rtt, args.preferred, hb, el)
@@ -337,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(SystemResult("geokv", error=f"geokv server harness not available: {e}"))
                 continue
             results.append(run_system("geokv", cluster, regions, args.preferred, args.rounds, READ_MODES_GEOKV,
-                                      move_by_api=False))
+                                      move_by_api=False, failovers=args.failovers))
         else:
             print(f"error: unknown system {system!r} (etcd, geokv)", file=sys.stderr)
             return 2
@@ -350,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "floors_ms": {row["region"]: {k: v for k, v in row.items() if k != "region"} for row in topo.floors_table(leader_id)},
         "systems": {r.name: {"latency": r.latency, "failover": r.failover, "error": r.error} for r in results},
     }
+    out["comparison"] = compare(results, regions)
     print("RESULT " + json.dumps(out, sort_keys=True))
     return 0 if all(r.error is None for r in results) else 1
 

@@ -46,6 +46,7 @@ log = logging.getLogger("geokv.geo")
 STATUS_TIMEOUT_S = 2.0           # wait for the driver to hand over a Raft status
 MOVE_LEADER_TIMEOUT_S = 10.0     # one placement transfer
 TIMEOUT_WARN_INTERVAL_S = 60.0   # at most one "timeouts too short" warning per interval
+PLACEMENT_LOG_INTERVAL_S = 30.0  # repeat an unchanged placement reason this often
 
 
 def _env_float(name: str, default: float) -> float:
@@ -87,6 +88,8 @@ class GeoService:
         self.transfers = 0
         self.writes_by_origin: dict[int, int] = {}   # origin member id -> writes applied
         self.write_counter_installed = ""
+        self._last_reason_kind = ""
+        self._last_reason_log_s = 0.0
 
     # --- wiring -------------------------------------------------------------------------
     def install(self) -> None:
@@ -337,6 +340,13 @@ class GeoService:
                                        alive=alive))
         view = ClusterView(now_s=now, leader_id=st.leader_id, term=st.term, commit_index=st.commit, members=members)
         target = self.placement.decide(view)
+        reason = self.placement.last_decision.reason
+        kind = reason.split(":")[0].split("(")[0]
+        if kind != self._last_reason_kind or now - self._last_reason_log_s > PLACEMENT_LOG_INTERVAL_S:
+            self._last_reason_kind = kind
+            self._last_reason_log_s = now
+            log.info("geo: placement: %s [commit %d; %s]", reason, st.commit, ", ".join(
+                f"{regions.get(m.id, '?')} match {m.match_index}{'' if m.alive else ' unreachable'}" for m in members))
         if target is None:
             return None
         log.warning("geo: moving leadership to %x (%s): %s", target, regions.get(target, "?"),
