@@ -56,6 +56,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def loadavg() -> list[float]:
+    """The 1/5/15-minute load averages: the machine is shared, so every row records them."""
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
 def wait_ready(endpoints: list[str]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -135,11 +141,13 @@ def run_check_perf(endpoints: list[str], load: str) -> dict:
                        env={**os.environ, "ETCDCTL_API": "3"})
     out = r.stdout + r.stderr
     res: dict = {"passed": "PASS" in out and "FAIL" not in out, "exit": r.returncode}
-    m = re.search(r"Throughput is ([0-9.]+) writes/s", out)
+    # etcdctl prints "Throughput is N writes/s" on PASS and "Throughput too low: N writes/s"
+    # on FAIL (likewise "Slowest request took [too long: ]Xs", "Stddev is|too high: Xs").
+    m = re.search(r"Throughput (?:is|too low:) ([0-9.]+) writes/s", out)
     res["writes_per_s"] = float(m.group(1)) if m else None
-    m = re.search(r"Slowest request took ([0-9.]+)s", out)
+    m = re.search(r"Slowest request took (?:too long: )?([0-9.]+)s", out)
     res["slowest_s"] = float(m.group(1)) if m else None
-    m = re.search(r"Stddev is ([0-9.]+)s", out)
+    m = re.search(r"Stddev (?:is|too high:) ([0-9.]+)s", out)
     res["stddev_s"] = float(m.group(1)) if m else None
     if res["writes_per_s"] is None:
         res["output_tail"] = out[-600:]
@@ -148,8 +156,11 @@ def run_check_perf(endpoints: list[str], load: str) -> dict:
 
 def run_loadgen(endpoints: list[str], seconds: float, processes: int, concurrency: int) -> dict:
     eps = ",".join(endpoints)
-    subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--endpoints", eps, "--prefill"],
-                   check=True, capture_output=True, timeout=300)
+    r = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--endpoints", eps, "--prefill"],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        return {"ops_per_s": 0.0, "p50_ms": None, "p99_ms": None, "max_ms": None, "errors": None,
+                "prefill_failed": (r.stdout + r.stderr)[-400:]}
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "loadgen.py"), "--endpoints", eps,
                                "--seconds", str(seconds), "--concurrency", str(concurrency), "--seed", str(i)],
                               stdout=subprocess.PIPE, text=True) for i in range(processes)]
@@ -180,13 +191,18 @@ def bench_system(name: str, args) -> dict:
     try:
         wait_ready(system.endpoints)
         pids = system.pids
+        load0 = loadavg()
         cpu0 = sum(cpu_seconds(p) for p in pids)
         perf = run_check_perf(system.endpoints, args.load)
         cpu1 = sum(cpu_seconds(p) for p in pids)
+        perf["loadavg_before"] = load0
+        perf["loadavg_after"] = loadavg()
+        perf["cpu_s_total"] = round(cpu1 - cpu0, 2)
         writes = (perf["writes_per_s"] or 0.0) * 60.0
         perf["cpu_s_per_1000_writes"] = round((cpu1 - cpu0) / writes * 1000, 3) if writes else None
         perf["rss_mib_per_member"] = [round(rss_mib(p), 1) for p in pids]
         reads = run_loadgen(system.endpoints, args.read_seconds, args.loadgen_procs, args.concurrency)
+        reads["loadavg_after"] = loadavg()
         return {"write": perf, "read_heavy": reads}
     finally:
         system.stop()
@@ -209,19 +225,21 @@ def main() -> None:
 
     print()
     print(f"{'system':<10} {'writes/s':>9} {'slowest s':>9} {'cpu s/1k w':>10} {'rss MiB':>16} "
-          f"{'rh ops/s':>9} {'rh p50 ms':>9} {'rh p99 ms':>9}")
+          f"{'rh ops/s':>9} {'rh p50 ms':>9} {'rh p99 ms':>9} {'load1 before/after':>19}")
     for name, r in results.items():
         w, rh = r["write"], r["read_heavy"]
         print(f"{name:<10} {w['writes_per_s'] or 0:>9.0f} {w['slowest_s'] or 0:>9.3f} "
               f"{w['cpu_s_per_1000_writes'] or 0:>10.3f} {str(w['rss_mib_per_member']):>16} "
-              f"{rh['ops_per_s']:>9.0f} {rh['p50_ms'] or 0:>9.2f} {rh['p99_ms'] or 0:>9.2f}")
+              f"{rh['ops_per_s']:>9.0f} {rh['p50_ms'] or 0:>9.2f} {rh['p99_ms'] or 0:>9.2f} "
+              f"{w['loadavg_before'][0]:>9.2f}/{w['loadavg_after'][0]:<9.2f}")
     ratios = {}
     g = results.get("geokv", {}).get("write", {}).get("writes_per_s")
     for ref in ("etcd", "donothing"):
         r = results.get(ref, {}).get("write", {}).get("writes_per_s")
         if g and r:
             ratios[f"geokv_vs_{ref}_writes"] = round(g / r, 3)
-    print("RESULT " + json.dumps({"results": results, "ratios": ratios}))
+    print("RESULT " + json.dumps({"results": results, "ratios": ratios, "loadavg_end": loadavg(),
+                              "cpus": os.cpu_count()}))
 
 
 if __name__ == "__main__":

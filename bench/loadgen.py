@@ -24,6 +24,8 @@ from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 KEY_BYTES = 256
 VALUE_BYTES = 1024
 LATENCY_SAMPLES_MAX = 200_000
+PREFILL_ATTEMPTS_MAX = 5
+PREFILL_RETRY_S = 1.0
 
 
 def key_for(i: int) -> bytes:
@@ -82,7 +84,16 @@ async def prefill(args) -> None:
 
         async def put(i: int) -> None:
             async with sem:
-                await stub.Put(rpc_pb2.PutRequest(key=key_for(i), value=value), timeout=30)
+                for attempt in range(PREFILL_ATTEMPTS_MAX):
+                    try:
+                        await stub.Put(rpc_pb2.PutRequest(key=key_for(i), value=value), timeout=30)
+                        return
+                    except grpc.aio.AioRpcError as exc:
+                        # A server still busy after the previous load (e.g. etcdctl check
+                        # perf's final delete of its keys) may time out or change leader.
+                        if attempt + 1 == PREFILL_ATTEMPTS_MAX:
+                            raise
+                        await asyncio.sleep(PREFILL_RETRY_S)
 
         await asyncio.gather(*(put(i) for i in range(args.keys)))
 
