@@ -18,18 +18,18 @@ DRIFT = 0.1
 TRIALS = range(40_000, 40_024)
 
 
-def _lease_run(seed: int, lease_drift_ticks: int) -> str | None:
+def _lease_run(seed: int, lease_drift_ticks: int, drift: float = DRIFT) -> str | None:
     cfg = SimConfig.generate(seed, faults=False)
     cfg.n_voters = 3
     cfg.regions = ("eu-west",)
     cfg.check_quorum, cfg.pre_vote, cfg.read_mode = True, True, "lease"
-    cfg.drift_max = DRIFT
+    cfg.drift_max = drift
     cfg.lease_drift_ticks = lease_drift_ticks
     cfg.clients = 0
     # Writers give up quickly, so they reach the new leader as soon as it exists.
     cfg.client_timeout_ms = 40.0
     sim = Simulation(cfg)
-    slow, fast = cfg.tick_ms * (1 + DRIFT), cfg.tick_ms * (1 - DRIFT)
+    slow, fast = cfg.tick_ms * (1 + drift), cfg.tick_ms * (1 - drift)
     for nid, node in sim.nodes.items():
         node.tick_ms = slow if nid == 1 else fast
     sched = sim.sched
@@ -88,3 +88,11 @@ def test_raft_default_of_one_drift_tick_is_not_enough_for_ten_percent_drift():
     """The runtime must derive lease_drift_ticks from its drift bound (see
     lease_drift_ticks_for); Config's default of 1 tick breaks at 10% drift."""
     assert any(_lease_run(seed, 1) is not None for seed in TRIALS)
+
+
+def test_two_tick_margin_holds_when_relative_drift_is_about_ten_percent():
+    """geokv's runtime uses a 2-tick margin and assumes members' clocks differ in rate by
+    less than 1/(election ticks - 1) (about 11 %). At +-5 % per node (10.5 % between the
+    slow leader and a fast follower) that margin holds, where no margin does not."""
+    assert all(_lease_run(seed, 2, drift=0.05) is None for seed in TRIALS)
+    assert any(_lease_run(seed, 0, drift=0.05) is not None for seed in range(40_000, 40_060))
