@@ -108,3 +108,50 @@ def test_learners_never_vote_nor_lead(tmp_path, fast_placement, fast_rtt, sturdy
         with pytest.raises(grpc.RpcError):
             learner.put(b"k", b"no quorum", timeout_s=1.5)
         learner.close()
+
+
+def test_bounded_reads_never_older_than_the_bound(tmp_path):
+    """A bounded read at time t sees every write acknowledged before t - bound.
+
+    The writer sits next to the leader (us-east); the reader is in ap-south, 95 ms one
+    way from it, so its replica is always some 95 ms behind: a read with a 50 ms bound
+    must not be served from the stale replica, a read with a 2 s bound may be.
+    """
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["us-east"]) as c:
+        c.wait_ready()
+        eps = endpoints(c, REGIONS)
+        wait_leader(eps, 30, region="us-east")
+        acked: list[tuple[float, int]] = []      # (client time the put was acknowledged, counter)
+        stop = threading.Event()
+
+        def writer():
+            w = KVClient(eps[0].endpoint)
+            i = 0
+            while not stop.is_set():
+                i += 1
+                w.put(b"counter", str(i).encode())
+                acked.append((time.perf_counter(), i))
+            w.close()
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        r = KVClient(eps[2].endpoint)
+        violations = []
+        try:
+            time.sleep(0.5)
+            for bound_ms in (50, 2000):
+                deadline = time.perf_counter() + 2.0
+                while time.perf_counter() < deadline:
+                    t_read = time.perf_counter()
+                    resp, _ = r.get(b"counter", "bounded", max_staleness_ms=bound_ms)
+                    seen = int(resp.kvs[0].value) if resp.kvs else 0
+                    # the newest write acknowledged before t_read - bound must be visible
+                    must = max((n for ta, n in list(acked) if ta < t_read - bound_ms / 1000.0), default=0)
+                    if seen < must:
+                        violations.append((bound_ms, seen, must))
+        finally:
+            stop.set()
+            t.join(10)
+            r.close()
+        assert not violations, f"bounded reads older than their bound: {violations[:5]}"
+        assert len(acked) > 10
