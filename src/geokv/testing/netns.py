@@ -68,17 +68,39 @@ def _run(args: list[str], check: bool = True, timeout_s: float = IP_CMD_TIMEOUT_
     return p
 
 
+_probe_result: list = []
+
+
 def netns_unavailable_reason() -> str | None:
-    """Why network namespaces cannot be used here, or None when they can."""
+    """Why network namespaces cannot be used here, or None when they can (probed once:
+    a namespace, ``ip netns exec``, a veth pair and a bridge inside it)."""
+    if _probe_result:
+        return _probe_result[0]
+    reason = _probe()
+    _probe_result.append(reason)
+    return reason
+
+
+def _probe() -> str | None:
     if os.geteuid() != 0:
         return "network-namespace tests need root (ip netns, veth, iptables)"
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed"
     name = f"gkvprobe{os.getpid() % 100000}{random.randrange(1000)}"
+    steps = [
+        (["ip", "netns", "add", name], "`ip netns add`"),
+        (["ip", "netns", "exec", name, "true"], "`ip netns exec`"),
+        (["ip", "-n", name, "link", "add", "pa", "type", "veth", "peer", "name", "pb"], "a veth pair"),
+        (["ip", "-n", name, "link", "add", "pbr", "type", "bridge"], "a bridge"),
+    ]
     try:
-        p = _run(["ip", "netns", "add", name], check=False)
-        if p.returncode != 0:
-            return f"`ip netns add` does not work here: {p.stderr.strip()}"
+        for cmd, what in steps:
+            try:
+                p = _run(cmd, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"{what} does not work here: {exc}"
+            if p.returncode != 0:
+                return f"{what} does not work here: {p.stderr.strip()}"
     finally:
         _run(["ip", "netns", "del", name], check=False)
     return None
@@ -159,6 +181,9 @@ class NetnsCluster(LocalCluster):
             for s in self.specs:
                 s.initial_cluster = initial
             self._setup_network()
+            probe = self.exec_in(0, ["iptables", "-w", "-S"])
+            if probe.returncode != 0:
+                raise NetnsUnavailable(f"iptables does not work inside a namespace: {probe.stderr.strip()}")
             if start:
                 for i in range(n):
                     self._spawn(i)
