@@ -16,7 +16,7 @@ def run_demo(*args: str, timeout: float) -> subprocess.CompletedProcess:
 @pytest.mark.e2e
 @pytest.mark.timeout(150)
 def test_demo_runs_all_parts_and_stops_everything(tmp_path):
-    p = run_demo("--rounds", "2", "--base-dir", str(tmp_path), timeout=140)
+    p = run_demo("--rounds", "5", "--base-dir", str(tmp_path), timeout=140)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = p.stdout
     for part in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "leaderless floor", "writes succeed again after",
