@@ -34,6 +34,9 @@ from geokv.testing.ports import free_ports  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 60.0
 CHECK_PERF_TIMEOUT_S = 300.0
+SETTLE_TIMEOUT_S = 120.0      # longest wait for the cluster to settle after the write load
+SETTLE_LATENCY_S = 0.5        # an etcdctl get (process start included) this fast counts as settled
+SETTLE_FAST_IN_A_ROW = 3
 
 
 def cpu_seconds(pid: int) -> float:
@@ -154,6 +157,22 @@ def run_check_perf(endpoints: list[str], load: str) -> dict:
     return res
 
 
+def settle(endpoints: list[str]) -> float:
+    """Wait until the cluster answers a linearizable get quickly again, a few times in a
+    row, after the write load: etcdctl check perf ends by deleting all its keys (and etcd
+    compacts), which can keep a server busy for seconds. Returns the seconds waited."""
+    t_start = time.monotonic()
+    fast = 0
+    while fast < SETTLE_FAST_IN_A_ROW and time.monotonic() - t_start < SETTLE_TIMEOUT_S:
+        t0 = time.monotonic()
+        r = subprocess.run(["etcdctl", "--endpoints", ",".join(endpoints), "--command-timeout=5s",
+                            "get", "/bench-settle"], capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})
+        fast = fast + 1 if r.returncode == 0 and time.monotonic() - t0 < SETTLE_LATENCY_S else 0
+        if fast == 0:
+            time.sleep(0.5)
+    return round(time.monotonic() - t_start, 1)
+
+
 def run_loadgen(endpoints: list[str], seconds: float, processes: int, concurrency: int) -> dict:
     eps = ",".join(endpoints)
     r = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), "--endpoints", eps, "--prefill"],
@@ -201,7 +220,9 @@ def bench_system(name: str, args) -> dict:
         writes = (perf["writes_per_s"] or 0.0) * 60.0
         perf["cpu_s_per_1000_writes"] = round((cpu1 - cpu0) / writes * 1000, 3) if writes else None
         perf["rss_mib_per_member"] = [round(rss_mib(p), 1) for p in pids]
+        settled_s = settle(system.endpoints)
         reads = run_loadgen(system.endpoints, args.read_seconds, args.loadgen_procs, args.concurrency)
+        reads["settle_s"] = settled_s
         reads["loadavg_after"] = loadavg()
         return {"write": perf, "read_heavy": reads}
     finally:

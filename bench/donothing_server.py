@@ -3,7 +3,7 @@
 It is the ceiling of any Python server that sits behind grpcio's default path on this
 machine: whatever geokv does behind its gRPC edge can only make it slower than this.
 
-    python bench/donothing_server.py PORT
+    python bench/donothing_server.py PORT [MAX_CONCURRENT_RPCS]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class DoNothingMaintenance(rpc_pb2_grpc.MaintenanceServicer):
         return rpc_pb2.StatusResponse(header=self.kv._header(), version="3.4.0", leader=1, raft_index=1, raft_term=1)
 
 
-async def serve(port: int) -> None:
-    server = grpc.aio.server()
+async def serve(port: int, max_concurrent_rpcs: int | None = None) -> None:
+    server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs)
     kv = DoNothingKV(member_id=port)
     rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(DoNothingMaintenance(kv), server)
@@ -69,13 +69,15 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     port = int(sys.argv[1])
+    # optional: grpc.aio's maximum_concurrent_rpcs, to measure what that bound costs
+    max_rpcs = int(sys.argv[2]) if len(sys.argv) > 2 else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(port))
+    asyncio.run(serve(port, max_rpcs))
 
 
 if __name__ == "__main__":

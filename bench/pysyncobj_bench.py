@@ -114,6 +114,7 @@ def pysyncobj_node(args) -> None:
     lock = threading.Lock()
     st = {"count": 0, "errors": 0, "issued": 0, "done": False}
     lat: list[float] = []
+    kinds: dict[str, int] = {}  # FAIL_REASON value -> count
     t_begin = time.monotonic()
     t_measure = t_begin + args.warmup
     t_end = t_measure + args.seconds
@@ -138,6 +139,7 @@ def pysyncobj_node(args) -> None:
                             lat.append(now - t0)
                 else:
                     st["errors"] += 1
+                    kinds[str(err)] = kinds.get(str(err), 0) + 1
                 again = now < t_end and st["errors"] < ERRORS_MAX
                 if not again and inflight[0] == 0:
                     finished.set()
@@ -150,6 +152,7 @@ def pysyncobj_node(args) -> None:
         submit()
     finished.wait(args.warmup + args.seconds + RUN_MARGIN_S)
     out = summarize(lat, st["count"], args.seconds, st["errors"])
+    out["error_kinds"] = kinds
     out["leader"] = str(obj._getLeader())
     out["self"] = me
     print(json.dumps(out), flush=True)
