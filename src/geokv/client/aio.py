@@ -57,6 +57,8 @@ REQUEST_ATTEMPTS_MAX = 64
 #: Back-off between attempts: first wait, growth factor and ceiling.
 RETRY_BACKOFF_S_INITIAL = 0.05
 RETRY_BACKOFF_S_MAX = 1.0
+#: Ceiling of the pause between asking for the leader again while there is none.
+LEADER_POLL_S_MAX = 0.25
 #: Share of a read's budget that one attempt may use before the next endpoint is asked.
 READ_ATTEMPT_FRACTION = 0.5
 #: ...but never less than this per attempt.
@@ -612,23 +614,77 @@ class AsyncClient:
             *(self.status(ep.address, timeout_s=timeout_s) for ep in list(self._endpoints)), return_exceptions=True))
 
     async def leader_endpoint(self, *, timeout_s: float | None = None) -> str:
-        """The client endpoint of the current Raft leader."""
-        st = await self.status(timeout_s=timeout_s)
-        if st.leader == 0:
-            raise _errors.NoLeader()
-        for s in await self.statuses(timeout_s=timeout_s):
-            if isinstance(s, Status) and s.is_leader:
-                return s.endpoint
-        for m in await self.member_list(timeout_s=timeout_s):
-            if m.id == st.leader and m.client_urls:
-                return parse_endpoint(m.client_urls[0])
-        raise cerr.EndpointsUnavailable(f"the leader {st.leader:x} has no reachable client endpoint")
+        """The client endpoint of the current Raft leader.
+
+        "No leader" is a passing state (an election, a leader transfer that a member has
+        not heard the end of yet), so this asks again, one member after another, until
+        a member names a leader and that leader confirms it, or the request's timeout
+        ends; only then does it raise :class:`geokv.errors.NoLeader`.
+        """
+        budget_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + budget_s
+        backoff_s = RETRY_BACKOFF_S_INITIAL
+        last_view = "no member named a leader"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            asked = self._endpoints[self._current]
+            st = await self.status(timeout_s=remaining)
+            if st.leader == 0:
+                last_view = f"{st.endpoint} has no leader (term {st.raft_term})"
+                self._rotate(asked)  # this member may be the one cut off: ask the next
+            else:
+                found = await self._confirmed_leader(st.leader, deadline)
+                if found is not None:
+                    return found
+                last_view = f"{st.endpoint} names leader {st.leader:x} (term {st.raft_term}), which did not confirm"
+            await asyncio.sleep(min(backoff_s, max(0.0, deadline - time.monotonic())))
+            backoff_s = min(backoff_s * 2, LEADER_POLL_S_MAX)
+        raise _errors.NoLeader(f"{_errors.NoLeader.message} (after {budget_s:g}s: {last_view})")
+
+    async def _confirmed_leader(self, leader_id: int, deadline: float) -> str | None:
+        """The endpoint of member ``leader_id`` if it says it leads; None if it does not (yet).
+
+        Every endpoint is asked at once and the first confirmation wins, so a dead
+        endpoint costs nothing. A leader that is not among the endpoints is found by its
+        client URL in the member list (nothing to confirm it through).
+        """
+        remaining = deadline - time.monotonic()
+        tasks = [asyncio.ensure_future(self.status(ep.address, timeout_s=remaining)) for ep in list(self._endpoints)]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                try:
+                    s = await next_done
+                except _errors.GeoKVError:
+                    continue  # that endpoint is down or refused; another may confirm
+                if s.is_leader and s.header.member_id == leader_id:
+                    return s.endpoint
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        known = {ep.address for ep in self._endpoints}
+        for m in await self.member_list(timeout_s=remaining):
+            if m.id == leader_id and m.client_urls:
+                url = parse_endpoint(m.client_urls[0])
+                # One of our endpoints that did not confirm is a stale view: ask again.
+                return None if url in known else url
+        return None
 
     async def move_leader(self, target_id: int, *, timeout_s: float | None = None) -> Header:
-        """Transfer Raft leadership to member ``target_id`` (sent to the current leader)."""
-        leader = self._endpoint_named(await self.leader_endpoint(timeout_s=timeout_s))
+        """Transfer Raft leadership to member ``target_id`` (sent to the current leader).
+
+        Returns once the old leader has seen ``target_id`` take over."""
+        budget_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + budget_s
+        leader = self._endpoint_named(await self.leader_endpoint(timeout_s=budget_s))
+        remaining = max(0.001, deadline - time.monotonic())
         resp = await self._call("Maintenance", "MoveLeader", rpc_pb2.MoveLeaderRequest(targetID=target_id),
-                                idempotent=False, timeout_s=timeout_s, endpoint=leader)
+                                idempotent=False, timeout_s=remaining, endpoint=leader)
         return Header.from_pb(resp.header)
 
     async def hash_kv(self, revision: int = 0, *, endpoint: str | None = None,
