@@ -154,7 +154,12 @@ def test_elect_campaign_and_observe(cluster):
         assert read_lines_until(observer, 2) == leader
         second = cluster.spawn_etcdctl("elect", "chief", "bob", endpoints=cluster.endpoints[1])
         try:
-            time.sleep(1.0)
+            # bob's candidacy key is in, yet he waits behind alice.
+            deadline = time.monotonic() + WAIT_S
+            while len(keys := cluster.etcdctl("get", "chief/", "--prefix", "--keys-only").stdout.split()) < 2:
+                assert time.monotonic() < deadline, f"bob never queued: {keys}"
+                assert second.poll() is None, "bob's campaign ended before alice resigned"
+                time.sleep(0.1)
             assert second.poll() is None  # waits behind alice
             stop(first)
             nxt = read_lines_until(second, 2)

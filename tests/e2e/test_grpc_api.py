@@ -9,12 +9,16 @@ import threading
 import grpc
 import pytest
 
+from geokv.api.watch import SEND_QUEUE_RESPONSES_MAX
+from geokv.runtime.watch import WATCHER_QUEUE_BATCHES_MAX
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc, v3election_pb2, v3election_pb2_grpc, v3lock_pb2, v3lock_pb2_grpc
 
 pytestmark = pytest.mark.e2e
 
 RPC_TIMEOUT_S = 10.0
 STREAM_WAIT_S = 10.0
+#: Events (64 KiB each) beyond the server's own queues, for what the transport buffers.
+STALL_MARGIN_EVENTS = 100
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +300,10 @@ def metric(url: str, name: str) -> float:
 def test_a_client_that_stops_reading_still_gets_every_event_in_order(cluster, chans):
     """The server never buffers without bound: the stalled stream's watcher falls back to
     reading the store's history and delivers everything once the client reads again."""
-    n, value = 700, b"x" * 65536  # ~45 MB of events: far beyond what the transport buffers
+    # More events than the watcher's queue, the stream's send queue and the transport
+    # (a 64 KiB window without BDP probing holds about one) can hold together.
+    n = WATCHER_QUEUE_BATCHES_MAX + SEND_QUEUE_RESPONSES_MAX + STALL_MARGIN_EVENTS
+    value = b"x" * 65536
     slow_before = metric(cluster.metrics[0], "geokv_watch_slow_watchers_total")
     start = kv(chans[0]).Range(rpc_pb2.RangeRequest(key=b"slow/"), timeout=RPC_TIMEOUT_S).header.revision + 1
     # No BDP probing: the stream's flow-control window stays small, so the server
