@@ -42,38 +42,6 @@ def test_regions_are_reported_by_status(geo_cluster):
         assert [s.region for s in c.statuses()] == REGIONS
 
 
-def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(tmp_path):
-    """'etcdserver: no leader' is returned before execution, so the client may resend."""
-    import threading
-    import time
-
-    from geokv.testing.cluster import LocalCluster
-
-    c = LocalCluster(3, str(tmp_path))
-    try:
-        c.wait_ready()
-        c.kill(1)
-        c.kill(2)
-        survivor = parse_endpoint(c.endpoints[0])
-        deadline = time.monotonic() + 20
-        while c.status(0).leader != 0:  # the survivor notices it has lost its quorum
-            assert time.monotonic() < deadline, "survivor kept a leader without a quorum"
-            time.sleep(0.1)
-        with Client([survivor], timeout_s=30) as client:
-            restarter = threading.Timer(1.5, c.restart, args=(1,))
-            restarter.start()
-            try:
-                client.put("/noleader/counter", "1")
-            finally:
-                restarter.join()
-            stats = client.statistics()
-            assert stats.refused_before_execution >= 1 and stats.outcome_unknown == 0
-            got = client.get("/noleader/counter")
-            assert got.kvs[0].version == 1  # applied exactly once
-    finally:
-        c.stop()
-
-
 def test_emulated_wan_delays_each_request_by_the_servers_region(geo_cluster):
     from geokv.geo.wan import default_rtt_table
 
@@ -95,3 +63,45 @@ def test_emulated_wan_delays_each_request_by_the_servers_region(geo_cluster):
         assert c.get("/wan/k").value == b"v"
     assert asked == ["us-east"] * 4  # before and after each of the two requests
     assert real.one_way_delay_s("us-east") == default_rtt_table().rtt_ms("eu-west", "us-east") / 2000
+
+
+#: How long the survivor may take to notice it lost its quorum (many election timeouts).
+QUORUM_LOSS_WAIT_S = 20.0
+#: How long the first "no leader" refusal may take to show in the client's counters.
+REFUSAL_WAIT_S = 20.0
+
+
+def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(geo_cluster):
+    """'etcdserver: no leader' is returned before execution, so the client may resend.
+
+    Last in the module: it kills two members of the shared cluster."""
+    import threading
+    import time
+
+    c = geo_cluster
+    c.kill(1)
+    c.kill(2)
+    survivor = parse_endpoint(c.endpoints[0])
+    deadline = time.monotonic() + QUORUM_LOSS_WAIT_S
+    while c.status(0).leader != 0:  # the survivor notices it has lost its quorum
+        assert time.monotonic() < deadline, "survivor kept a leader without a quorum"
+        time.sleep(0.1)
+    with Client([survivor], timeout_s=30) as client:
+        stats = client.statistics()  # live counters
+
+        def restart_after_a_refusal():
+            # Bring a quorum back only once the write was refused at least once.
+            give_up = time.monotonic() + REFUSAL_WAIT_S
+            while stats.refused_before_execution == 0 and time.monotonic() < give_up:
+                time.sleep(0.05)
+            c.restart(1)
+
+        restarter = threading.Thread(target=restart_after_a_refusal)
+        restarter.start()
+        try:
+            client.put("/noleader/counter", "1")
+        finally:
+            restarter.join()
+        assert stats.refused_before_execution >= 1 and stats.outcome_unknown == 0
+        got = client.get("/noleader/counter")
+        assert got.kvs[0].version == 1  # applied exactly once
