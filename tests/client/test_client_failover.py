@@ -95,7 +95,11 @@ def test_a_txn_cut_by_a_dropped_connection_is_reported_unknown(server, proxy, pr
             before = proxy.bytes_to_server
             task = asyncio.ensure_future(c.txn().then(Op.put(key, "2")).commit())
             await asyncio.get_running_loop().run_in_executor(None, wait_sent, proxy, before)
-            await asyncio.sleep(0.2)  # let the rest of the request frames through
+            # Cut the connection only once the server has applied the txn (its answer is
+            # being dropped), so the outcome really is "applied, but the client cannot know".
+            applied = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: version_of(server.endpoints, key, at_least=2))
+            assert applied == 2
             proxy.close_connections()
             with pytest.raises(OutcomeUnknown) as ei:
                 await task
