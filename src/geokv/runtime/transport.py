@@ -51,6 +51,11 @@ RECONNECT_BACKOFF_MAX_S = 2.0
 HELLO_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 STOP_WAIT_S = 2.0
+# A connected peer that answers none of our pings for this long is treated as gone (a
+# half-open connection: its FIN/RST never reached us) and redialled. Bound: the larger of
+# a floor and a number of heartbeat intervals (pings go out every heartbeat).
+PEER_SILENCE_MIN_S = 5.0
+PEER_SILENCE_HEARTBEATS = 30
 RTT_SAMPLES_MAX = 64
 RTT_EWMA_ALPHA = 0.2
 
@@ -151,6 +156,7 @@ class _Peer:
         self.zone = ""
         self.name = ""
         self.connected = False
+        self.last_heard = 0.0  # monotonic time of the last frame the peer sent us
         self.rtt = _RTT()
         self.dropped_msgs = 0
         self.closing = False
@@ -231,6 +237,7 @@ class _Peer:
                 await writer.drain()
                 hello = await asyncio.wait_for(read_frame(reader, self.t.max_frame_bytes), HELLO_TIMEOUT_S)
                 self._check_hello(hello)
+                self.last_heard = time.monotonic()
                 self.connected = True
                 backoff = RECONNECT_BACKOFF_MIN_S
                 read_task = asyncio.create_task(self._read_replies(reader))
@@ -244,10 +251,23 @@ class _Peer:
             except asyncio.CancelledError:
                 if writer is not None:
                     writer.close()
-                raise
+                task = asyncio.current_task()
+                if self.closing or task is None or task.cancelling():
+                    raise
+                # A CancelledError that is not ours (e.g. re-raised from the reply reader's
+                # result): ending this task would leave the link to this peer dead for
+                # good, so treat it as a lost connection.
+                log.warning("peer %x (%s) connection lost: stray cancellation", self.id, self.url)
+                self.connected = False
+                self._drop_queue()
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, ConnectionError) as exc:
                 if self.connected:
                     log.info("peer %x (%s) connection lost: %s", self.id, self.url, exc)
+                self.connected = False
+                self._drop_queue()
+            except Exception:
+                # Never let the link task die: Raft only retransmits, it does not redial.
+                log.exception("peer %x (%s): unexpected error on the connection; reconnecting", self.id, self.url)
                 self.connected = False
                 self._drop_queue()
             finally:
@@ -315,6 +335,7 @@ class _Peer:
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         while True:
             f = await read_frame(reader, self.t.max_frame_bytes)
+            self.last_heard = time.monotonic()
             kind = f[0]
             if kind == PONG and len(f) >= 3 and isinstance(f[2], int):
                 self.rtt.add((time.monotonic_ns() - f[2]) / 1e6)
@@ -329,10 +350,20 @@ class _Peer:
                 raise FrameError(f"unexpected frame kind {kind!r} from peer")
 
     async def _pinger(self) -> None:
+        silence_s = max(PEER_SILENCE_MIN_S, PEER_SILENCE_HEARTBEATS * self.t.heartbeat_interval_s)
         while True:
             await asyncio.sleep(self.t.heartbeat_interval_s)
-            if self.connected:
-                self.enqueue(PING, [PING, next(self._ping_seq), time.monotonic_ns()])
+            if not self.connected:
+                continue
+            writer = self.writer
+            if time.monotonic() - self.last_heard > silence_s and writer is not None:
+                # Half-open: writes may still "succeed" into the socket buffer for many
+                # minutes; abort so the reader and writer fail and the link redials.
+                log.warning("peer %x (%s): no answer for %.1f s; reconnecting", self.id, self.url, silence_s)
+                self.connected = False
+                writer.transport.abort()
+                continue
+            self.enqueue(PING, [PING, next(self._ping_seq), time.monotonic_ns()])
 
 
 class Transport:
