@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
 
-from etcdproc import EtcdCluster  # noqa: E402
+from etcdproc import EtcdCluster, start_local_cluster  # noqa: E402
 
 from cli_runner import Cli  # noqa: E402
 
@@ -30,14 +30,10 @@ def server(request, tmp_path_factory):
             pytest.skip("etcd server binary is not installed")
         cluster = EtcdCluster(base, 1)
     else:
-        from geokv.testing.cluster import LocalCluster
-
-        cluster = LocalCluster(1, base)  # spawns; stops what it started if that fails
+        cluster = start_local_cluster(1, base)
     try:
         if request.param == "etcd":
             cluster.start()
-        else:
-            cluster.wait_ready()
         yield [parse_endpoint(e) for e in cluster.endpoints]
     finally:
         cluster.stop()

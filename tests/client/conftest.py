@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from etcdproc import EtcdCluster, client_backends
+from etcdproc import EtcdCluster, client_backends, start_local_cluster
 
 from geokv.client import parse_endpoint
 
@@ -39,14 +39,10 @@ def server(request, tmp_path_factory):
             pytest.skip("etcd server binary is not installed")
         cluster = EtcdCluster(base, 1)
     else:
-        from geokv.testing.cluster import LocalCluster
-
-        cluster = LocalCluster(1, base)  # spawns; stops what it started if that fails
+        cluster = start_local_cluster(1, base)
     try:
         if request.param == "etcd":
             cluster.start()
-        else:
-            cluster.wait_ready()
         yield Server(request.param, [parse_endpoint(e) for e in cluster.endpoints], cluster)
     finally:
         cluster.stop()
@@ -67,10 +63,7 @@ class Cluster3:
         if self.backend == "etcd":
             self._c.start()
         else:
-            from geokv.testing.cluster import LocalCluster
-
-            self._c = LocalCluster(3, self._base)
-            self._c.wait_ready()
+            self._c = start_local_cluster(3, self._base)
         self.endpoints = [parse_endpoint(e) for e in self._c.endpoints]
 
     def kill(self, i: int) -> None:

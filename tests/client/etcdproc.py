@@ -60,9 +60,12 @@ class EtcdCluster:
     members: list[EtcdMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from geokv.testing.ports import free_ports
+
+        ports = free_ports(2 * self.size)  # distinct, unlike separate free_port() calls
         for i in range(self.size):
             d = os.path.join(self.base_dir, f"etcd{i}")
-            self.members.append(EtcdMember(f"etcd{i}", free_port(), free_port(), d, d + ".log"))
+            self.members.append(EtcdMember(f"etcd{i}", ports[2 * i], ports[2 * i + 1], d, d + ".log"))
 
     @property
     def endpoints(self) -> list[str]:
@@ -131,3 +134,27 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is not None:
                 m.proc.wait(STOP_TIMEOUT_S)
+
+
+#: Tries to start a geokv test cluster: ports picked by bind(0) and released can be taken
+#: by another process on this shared machine before a member binds them, so a start that
+#: fails is retried once on fresh ports (in a fresh directory).
+LOCAL_CLUSTER_START_ATTEMPTS_MAX = 2
+
+
+def start_local_cluster(n: int, base_dir: str, **kwargs):
+    """A ready ``geokv.testing.cluster.LocalCluster`` of ``n`` members (see the retry note above)."""
+    from geokv.testing.cluster import LocalCluster
+
+    last: BaseException | None = None
+    for attempt in range(LOCAL_CLUSTER_START_ATTEMPTS_MAX):
+        cluster = LocalCluster(n, os.path.join(base_dir, f"try{attempt}"), **kwargs)  # spawns
+        try:
+            cluster.wait_ready()
+            return cluster
+        except (RuntimeError, TimeoutError) as exc:  # a member exited or no leader came up
+            cluster.stop()
+            last = exc
+            print(f"geokv cluster did not start (attempt {attempt + 1}): {str(exc)[:2000]}")
+    assert last is not None
+    raise last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etcdproc import client_backends
+from etcdproc import client_backends, start_local_cluster
 
 from geokv.client import Client, parse_endpoint
 
@@ -15,11 +15,8 @@ REGIONS = ["us-east", "eu-west", "ap-south"]
 
 @pytest.fixture(scope="module")
 def geo_cluster(tmp_path_factory):
-    from geokv.testing.cluster import LocalCluster
-
-    c = LocalCluster(3, str(tmp_path_factory.mktemp("geo")), regions=REGIONS)
+    c = start_local_cluster(3, str(tmp_path_factory.mktemp("geo")), regions=REGIONS)
     try:
-        c.wait_ready()
         yield c
     finally:
         c.stop()
