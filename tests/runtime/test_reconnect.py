@@ -6,6 +6,8 @@ configured election timeout, not speed assertions.
 
 import asyncio
 import signal
+import socket
+import struct
 import time
 
 import grpc
@@ -160,3 +162,72 @@ def test_half_open_link_is_redialled_and_reaches_the_restarted_peer():
                 await t2.stop()
 
     run(main(), timeout_s=60.0)
+
+
+def test_peer_reset_during_wan_delay_under_uvloop_does_not_kill_the_link():
+    """The killed-right-after-becoming-leader bug: the peer resets the connection while our
+    writer sleeps out the emulated WAN delay of a queued frame; under uvloop the write on the
+    closed transport raises RuntimeError, which used to end the peer's link task for good
+    (connected() stayed False, Raft progress stuck at match 0). The restarted peer must get
+    our messages within a few reconnect back-offs."""
+    uvloop = pytest.importorskip("uvloop")
+    delay_s = 0.3
+
+    async def main():
+        in2 = []
+        t1 = Transport(cluster_id=HALF_OPEN_CLUSTER, member_id=1, name="m1", region="r1", zone="",
+                       listen_host="127.0.0.1", listen_port=0, on_raft=lambda msgs: None,
+                       heartbeat_interval_s=HALF_OPEN_HB_S,
+                       outbound_delay_s=lambda region: delay_s if region == "r2" else 0.0)
+        await t1.start()
+        got_hello = asyncio.Event()
+        reset_now = asyncio.Event()
+
+        async def dying_peer(reader, writer):
+            # Answer the hello as member 2 (region r2), then die with a reset once told.
+            await reader.readexactly(4)
+            writer.write(pack_frame([tp.HELLO, HALF_OPEN_CLUSTER, 2, "m2", "r2", ""]))
+            await writer.drain()
+            got_hello.set()
+            await reset_now.wait()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        old = await asyncio.start_server(dying_peer, "127.0.0.1", 0, reuse_address=True)
+        port = old.sockets[0].getsockname()[1]
+        t2 = None
+        try:
+            t1.set_peers({2: f"http://127.0.0.1:{port}"})
+            await asyncio.wait_for(got_hello.wait(), 5.0)
+            deadline = time.monotonic() + 5.0
+            while not t1.connected(2):
+                assert time.monotonic() < deadline, "never connected to the first peer 2"
+                await asyncio.sleep(0.01)
+            # A frame is queued, the writer sleeps out its delay, the peer resets meanwhile.
+            t1.send([Message(MessageType.HEARTBEAT, to=2, frm=1, term=1, index=0)])
+            await asyncio.sleep(delay_s / 3)
+            reset_now.set()
+            old.close()
+            await old.wait_closed()
+            await asyncio.sleep(delay_s)
+            t2 = Transport(cluster_id=HALF_OPEN_CLUSTER, member_id=2, name="m2", region="r2", zone="",
+                           listen_host="127.0.0.1", listen_port=port, on_raft=in2.extend,
+                           heartbeat_interval_s=HALF_OPEN_HB_S)
+            await t2.start()
+            bound_s = 4 * tp.RECONNECT_BACKOFF_MAX_S + tp.HELLO_TIMEOUT_S + 10 * delay_s
+            deadline = time.monotonic() + bound_s
+            i = 0
+            while not in2:
+                assert time.monotonic() < deadline, f"no message reached the restarted peer 2 within {bound_s} s"
+                i += 1
+                t1.send([Message(MessageType.HEARTBEAT, to=2, frm=1, term=1, index=i)])
+                await asyncio.sleep(0.05)
+            assert in2[0].frm == 1
+        finally:
+            await t1.stop()
+            if t2 is not None:
+                await t2.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 60.0))

@@ -60,6 +60,9 @@ RTT_SAMPLES_MAX = 64
 RTT_EWMA_ALPHA = 0.2
 
 _LEN = struct.Struct(">I")
+# uvloop raises RuntimeError("... the handler is closed") for a write on a transport the
+# peer already reset (plain asyncio only logs): for us that is a lost connection too.
+_CLOSED_HANDLE = RuntimeError
 
 try:  # the Raft layer owns the wire form of a Message
     from geokv.raft.codec import decode_message, encode_message
@@ -260,7 +263,8 @@ class _Peer:
                 log.warning("peer %x (%s) connection lost: stray cancellation", self.id, self.url)
                 self.connected = False
                 self._drop_queue()
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, ConnectionError) as exc:
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, ConnectionError,
+                    _CLOSED_HANDLE) as exc:
                 if self.connected:
                     log.info("peer %x (%s) connection lost: %s", self.id, self.url, exc)
                 self.connected = False
@@ -588,7 +592,7 @@ class Transport:
                     ct.add_done_callback(calls.discard)
                 else:
                     raise FrameError(f"unexpected frame kind {kind!r}")
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, _CLOSED_HANDLE):
             pass
         except FrameError as exc:
             self.bad_frames += 1
@@ -625,7 +629,7 @@ class Transport:
                     chunks.append(d2)
                 writer.write(b"".join(chunks))
                 await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, _CLOSED_HANDLE):
             pass
 
     async def _serve_call(self, peer_id: int, call_id, method: str, payload, reply) -> None:
