@@ -157,3 +157,19 @@ def test_parse_placement_spec_follow_writes_token():
     assert parse_placement_spec("follow-writes,us-east") == (["us-east"], True)
     assert parse_placement_spec("us-east,eu-west") == (["us-east", "eu-west"], False)
     assert parse_placement_spec("") == ([], False)
+
+
+def test_write_rate_estimate_has_no_cold_start_bias():
+    # A steady 2 writes/s must read as about 2 writes/s within a few seconds, not only
+    # after several half-lives (the follow-the-writes trigger depends on it).
+    p = LeaderPlacement(follow_writes=True, write_half_life_s=30.0)
+    rates = []
+    for step in range(1, 41):  # 20 s of 2 writes every second, in half-second steps
+        p.observe_writes("ap-south", 1, now_s=step * 0.5)
+        rates.append(p.write_rates_per_s(step * 0.5)["ap-south"])
+    assert 1.6 <= rates[19] <= 2.4  # after 10 s
+    assert 1.6 <= rates[-1] <= 2.4  # after 20 s
+    # One early burst is averaged over the minimum window, not read as a huge rate.
+    q = LeaderPlacement(follow_writes=True)
+    q.observe_writes("eu-west", 10, now_s=0.0)
+    assert q.write_rates_per_s(0.5)["eu-west"] <= 1.1 * 10 / 5.0  # about 10 writes over 5 s

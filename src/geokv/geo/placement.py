@@ -32,6 +32,7 @@ COOLDOWN_S_DEFAULT = 10.0             # no transfer within this long after a lea
 MAX_LAG_ENTRIES_DEFAULT = 64          # caught up = match index within this of commit
 HEALTH_TIMEOUT_S_DEFAULT = 3.0        # healthy = heard from within this long
 WRITE_HALF_LIFE_S_DEFAULT = 30.0      # decay of the per-region write counts
+WRITE_RATE_WINDOW_MIN_S = 5.0        # shortest window a write-rate estimate averages over
 FOLLOW_WRITES_RATIO_DEFAULT = 1.5     # hysteresis: challenger rate / leader-region rate
 FOLLOW_WRITES_DWELL_S_DEFAULT = 20.0  # the challenger must lead this long
 FOLLOW_WRITES_MIN_RATE_PER_S = 1.0    # below this total, write placement has no say
@@ -132,6 +133,7 @@ class LeaderPlacement:
         self._last_term: int = 0
         self._write_rate: dict[str, float] = {}     # decayed count per region
         self._write_rate_at_s: float | None = None
+        self._write_rate_since_s: float | None = None  # first observation: warm-up correction
         self._writes_leader_region: str | None = None
         self._writes_leader_since_s: float = 0.0
         self.last_decision = Decision(None, "not evaluated yet")
@@ -149,13 +151,20 @@ class LeaderPlacement:
     def write_rates_per_s(self, now_s: float) -> dict[str, float]:
         """Decayed write rate per region (writes/s, averaged over the half-life)."""
         self._decay_to(now_s)
-        # A decayed counter with half-life h approximates rate * h / ln 2.
-        scale = math.log(2) / self.write_half_life_s
+        # After observing a steady rate r for t seconds, a decayed counter with half-life
+        # h holds r * h / ln 2 * (1 - 2^(-t/h)); dividing by the last factor removes the
+        # cold-start bias, so the estimate does not need tens of seconds to reach a
+        # steady rate (the window is floored at WRITE_RATE_WINDOW_MIN_S so that one
+        # early burst does not read as a huge rate).
+        h = self.write_half_life_s
+        observed_s = max(now_s - (self._write_rate_since_s if self._write_rate_since_s is not None else now_s),
+                         WRITE_RATE_WINDOW_MIN_S)
+        scale = math.log(2) / h / (1.0 - 0.5 ** (observed_s / h))
         return {r: c * scale for r, c in self._write_rate.items()}
 
     def _decay_to(self, now_s: float) -> None:
         if self._write_rate_at_s is None:
-            self._write_rate_at_s = now_s
+            self._write_rate_at_s = self._write_rate_since_s = now_s
             return
         dt = now_s - self._write_rate_at_s
         if dt <= 0:
