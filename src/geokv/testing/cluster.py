@@ -28,6 +28,7 @@ from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from geokv.runtime.config import cluster_id_for, member_id_for
 from geokv.testing.ports import free_ports
 
+READY_POLL_SLICE_S = 2.0  # wait_ready checks for exited members this often
 READY_TIMEOUT_S = 60.0   # generous: a loaded CI machine starts Python + gRPC slowly
 STOP_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 5.0
@@ -326,19 +327,34 @@ class LocalCluster:
             time.sleep(POLL_INTERVAL_S)
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> int:
-        """Wait until every running member serves the API and all agree on a leader."""
-        for i in range(len(self.specs)):
-            p = self.procs[i]
-            if p is not None and p.poll() is not None:
-                raise RuntimeError(f"member {self.specs[i].name} exited with {p.returncode}; "
-                                   f"log: {self.tail_log(i)}")
-        try:
-            return self.leader_index(timeout_s)
-        except TimeoutError:
-            dead = [self.specs[i].name for i in range(len(self.specs))
-                    if self.procs[i] is not None and not self.is_running(i)]
-            raise TimeoutError(f"cluster not ready after {timeout_s}s (exited: {dead}); "
-                               f"n1 log tail: {self.tail_log(0)}") from None
+        """Wait until every running member serves the API and all agree on a leader.
+
+        A member that was running when the wait began and exits during it fails the wait
+        at once (the others may well agree on a leader without it)."""
+        expected = [i for i in range(len(self.specs)) if self.procs[i] is not None]
+
+        def check_exits() -> None:
+            for i in expected:
+                p = self.procs[i]
+                if p is not None and p.poll() is not None:
+                    raise RuntimeError(f"member {self.specs[i].name} exited with {p.returncode}; "
+                                       f"log: {self.tail_log(i)}")
+
+        check_exits()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                idx = self.leader_index(min(READY_POLL_SLICE_S, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                check_exits()
+                if time.monotonic() >= deadline:
+                    dead = [self.specs[i].name for i in range(len(self.specs))
+                            if self.procs[i] is not None and not self.is_running(i)]
+                    raise TimeoutError(f"cluster not ready after {timeout_s}s (exited: {dead}); "
+                                       f"n1 log tail: {self.tail_log(0)}") from None
+                continue
+            check_exits()
+            return idx
 
     def wait_converged(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until every running member has applied the leader's commit index."""
