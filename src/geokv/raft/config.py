@@ -38,6 +38,11 @@ class Config:
     ``randomized_election_ticks`` = (lo, hi) overrides the default election-timeout
     range [election_tick, 2*election_tick); lo must be >= election_tick so a node
     never campaigns while it would still refuse votes to others (lease safety).
+    ``announce_lease_hold``: with LEASE_BASED reads the leader writes its election timeout
+    into every heartbeat and a follower refuses votes (and does not campaign) for at least
+    that many of its own ticks after it, whatever its own election timeout is; this is
+    what keeps leases safe while the timeouts change at runtime (``RawNode.set_timing``).
+    Turning it off exists only so a test can show the unsafety it prevents.
     """
 
     id: int
@@ -55,6 +60,7 @@ class Config:
     disable_proposal_forwarding: bool = False
     rng: object = None
     randomized_election_ticks: tuple[int, int] | None = None
+    announce_lease_hold: bool = True
 
     def validate(self) -> None:
         if not isinstance(self.id, int) or self.id <= 0:

@@ -21,6 +21,19 @@ so lease_drift_ticks >= 1 is needed for real clocks), and the runtime delivers e
 tick that real time owes (catch-up ticks after a pause) before it asks for a lease read.
 A restarted node with lease reads on refuses all votes for one election timeout,
 because it has forgotten which leader it promised not to undermine.
+
+Changing timeouts at runtime (``set_timing``) without breaking leases. The lease is
+only as long as the refusal windows of the followers that acknowledged it; members
+change their timeouts at different moments, so the leader announces its lease hold
+(its election timeout, in ticks) in every heartbeat (``log_term`` of a HEARTBEAT; its
+heartbeat interval rides in ``reject_hint``), and a follower refuses votes and does not
+campaign until ``max(own election timeout, announced hold)`` of its ticks have passed
+since it last heard from the leader. The leader, for a quorum stamp s, uses the
+smallest hold it announced in any heartbeat stamped >= s (``lease_ticks_for``): after
+it lengthens its timeout, stamps sent before the change still count with the old,
+shorter hold. So a follower's promise is always at least the lease the leader derives
+from it, whichever member changes first (see tests/sim/test_timing_change.py). All
+members must use the same tick length (the runtime fixes it at start).
 """
 
 from __future__ import annotations
@@ -52,6 +65,9 @@ CAMPAIGN_ELECTION = "election"
 CAMPAIGN_TRANSFER = "transfer"
 #: Context of a VOTE caused by leadership transfer: bypasses leader stickiness.
 TRANSFER_CONTEXT = b"transfer"
+
+#: Most remembered changes of a leader's election timeout (older ones merge, safely).
+MAX_LEASE_CHANGES = 8
 
 _PROBE = ProgressState.PROBE
 _REPLICATE = ProgressState.REPLICATE
@@ -98,6 +114,15 @@ class Raft(LeaderMixin):
         self.rng = c.rng
         self.bcast_pending = False
         self.lease_revoked = False
+        #: Follower: the hold (ticks) the current leader announced in its last heartbeat.
+        self.lease_hold_ticks = 0
+        #: Follower: the heartbeat interval (ticks) the current leader announced.
+        self.leader_heartbeat_ticks = 0
+        self.announce_lease_hold = (c.announce_lease_hold
+                                    and c.read_only_option == ReadOnlyOption.LEASE_BASED)
+        #: Leader: (first stamp announcing the new hold, hold announced before it), one per
+        #: change of the election timeout while leading; at most MAX_LEASE_CHANGES.
+        self.lease_changes: list[tuple[int, int]] = []
         self.dropped_forwarded = 0  # proposals from peers dropped here (they time out there)
         # With lease reads, a (re)started node refuses votes for one election timeout.
         self.vote_embargo_ticks = (
@@ -144,7 +169,45 @@ class Raft(LeaderMixin):
                 or self.config.read_only_option != ReadOnlyOption.LEASE_BASED):
             return False  # LEASE_BASED implies check_quorum (Config.validate)
         start = self.trk.quorum_tick(self.id, self.ticks)
-        return self.ticks - start < self.election_timeout - self.config.lease_drift_ticks
+        return self.ticks - start < self.lease_ticks_for(start) - self.config.lease_drift_ticks
+
+    def lease_ticks_for(self, stamp: int) -> int:
+        """The smallest hold announced in any heartbeat stamped >= ``stamp``."""
+        hold = self.election_timeout
+        for first_stamp, before in self.lease_changes:
+            if stamp < first_stamp and before < hold:
+                hold = before
+        return hold
+
+    def set_timing(self, heartbeat_tick: int, election_tick: int,
+                   randomized_election_ticks: tuple[int, int] | None) -> None:
+        """Change the timeouts now (validated by RawNode.set_timing); see the module
+        docstring for why leases stay safe."""
+        old = self.election_timeout
+        if self.state == StateRole.LEADER and election_tick != old:
+            # Heartbeats stamped up to now announced ``old``; from the next tick on they
+            # announce the new value (one sent later in this tick is counted with min()).
+            self.lease_changes.append((self.ticks + 1, old))
+            if len(self.lease_changes) > MAX_LEASE_CHANGES:
+                # Merge the two oldest: conservative (a smaller hold for more stamps).
+                (_, b0), (c1, b1) = self.lease_changes[0], self.lease_changes[1]
+                self.lease_changes[:2] = [(c1, min(b0, b1))]
+        self.prune_lease_changes()
+        c = self.config
+        c.heartbeat_tick = heartbeat_tick
+        c.election_tick = election_tick
+        c.randomized_election_ticks = randomized_election_ticks
+        self.heartbeat_timeout = heartbeat_tick
+        self.election_timeout = election_tick
+        self.reset_randomized_election_timeout()
+
+    def prune_lease_changes(self) -> None:
+        """Forget changes no stamp can need: a stamp older than the change is already
+        older than any hold, so its lease is invalid whatever the hold."""
+        if self.lease_changes:
+            now = self.ticks
+            e = self.election_timeout
+            self.lease_changes = [(c, b) for c, b in self.lease_changes if now - c < max(b, e)]
 
     def send(self, m: Message) -> None:
         m.frm = self.id
@@ -214,7 +277,13 @@ class Raft(LeaderMixin):
         pr = self.trk.progress[to]
         commit = min(pr.match, self.raft_log.committed)
         # ``index`` carries our tick stamp; the follower echoes it for the lease.
-        self.send(Message(MT.HEARTBEAT, to, 0, index=self.ticks, commit=commit, context=ctx))
+        # ``log_term`` / ``reject_hint`` announce our lease hold and heartbeat interval.
+        if self.announce_lease_hold:
+            self.send(Message(MT.HEARTBEAT, to, 0, log_term=self.election_timeout,
+                              index=self.ticks, commit=commit,
+                              reject_hint=self.heartbeat_timeout, context=ctx))
+        else:
+            self.send(Message(MT.HEARTBEAT, to, 0, index=self.ticks, commit=commit, context=ctx))
 
     def request_bcast_append(self) -> None:
         """Broadcast APPs at the next Ready: every proposal and ack in between then
@@ -254,6 +323,9 @@ class Raft(LeaderMixin):
         self.reset_randomized_election_timeout()
         self.lead_transferee = 0
         self.lease_revoked = False
+        self.lease_hold_ticks = 0
+        self.leader_heartbeat_ticks = 0
+        self.lease_changes = []
         self.trk.reset_votes()
         last = self.raft_log.last_index()
         persisted = self.persisted_last_index()
@@ -368,7 +440,8 @@ class Raft(LeaderMixin):
 
     def tick_election(self) -> None:
         self.election_elapsed += 1
-        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+        if (self.promotable() and self.election_elapsed >= self.randomized_election_timeout
+                and (self.lead == 0 or self.election_elapsed >= self.lease_hold_ticks)):
             self.election_elapsed = 0
             self.step(Message(MT.HUP, self.id, self.id))
 
@@ -377,6 +450,7 @@ class Raft(LeaderMixin):
         self.election_elapsed += 1
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
+            self.prune_lease_changes()
             if self.check_quorum:
                 self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
             # A transfer that did not finish within an election timeout is abandoned.
@@ -448,7 +522,8 @@ class Raft(LeaderMixin):
             if t == MT.VOTE or t == MT.PRE_VOTE:
                 force = m.context == TRANSFER_CONTEXT
                 in_lease = (self.check_quorum and self.lead != 0
-                            and self.election_elapsed < self.election_timeout)
+                            and self.election_elapsed < max(self.election_timeout,
+                                                            self.lease_hold_ticks))
                 if not force and (in_lease or self.vote_embargo_ticks > 0):
                     # Leader stickiness: we heard from a leader recently, so this
                     # candidate is disruptive (or we just restarted); do not even
@@ -580,6 +655,10 @@ class Raft(LeaderMixin):
                           reject_hint=hint_index, log_term=hint_term))
 
     def handle_heartbeat(self, m: Message) -> None:
+        if m.log_term:
+            # The leader's announced lease hold: refuse votes at least this long.
+            self.lease_hold_ticks = m.log_term
+            self.leader_heartbeat_ticks = m.reject_hint
         log = self.raft_log
         log.commit_to(min(m.commit, log.last_index()))
         self.send(Message(MT.HEARTBEAT_RESP, m.frm, 0, index=m.index, context=m.context))

@@ -107,6 +107,35 @@ class RawNode:
         r = self.raft
         r.step(Message(MT.TRANSFER_LEADER, r.id, node_id, index=node_id))
 
+    def set_timing(self, heartbeat_tick: int, election_tick: int,
+                   randomized_election_ticks: tuple[int, int] | None = None) -> None:
+        """Change the heartbeat interval and election timeout (in ticks) of a running node,
+        and optionally the [lo, hi) range its election timeouts are drawn from (lo >=
+        election_tick; None = Raft's [election_tick, 2 * election_tick)).
+
+        Safe with lease reads at any moment and in any order across members: the leader
+        announces its lease hold in heartbeats and counts each stamp with the smallest
+        hold it announced since (see geokv.raft.raft). The elapsed ticks are kept; the
+        election timeout is redrawn. Raises ConfigError (nothing changed) if invalid.
+        """
+        r = self.raft
+        for name, v in (("heartbeat_tick", heartbeat_tick), ("election_tick", election_tick)):
+            if type(v) is not int:
+                raise ConfigError(f"{name} must be an int, got {v!r}")
+        if heartbeat_tick <= 0:
+            raise ConfigError("heartbeat_tick must be greater than 0")
+        if election_tick <= heartbeat_tick:
+            raise ConfigError("election_tick must be greater than heartbeat_tick")
+        if not r.config.lease_drift_ticks < election_tick:
+            raise ConfigError(f"election_tick must exceed lease_drift_ticks "
+                              f"({r.config.lease_drift_ticks})")
+        if randomized_election_ticks is not None:
+            lo, hi = randomized_election_ticks
+            if type(lo) is not int or type(hi) is not int or lo < election_tick or hi <= lo:
+                raise ConfigError(f"randomized_election_ticks {randomized_election_ticks} must "
+                                  f"satisfy election_tick ({election_tick}) <= lo < hi")
+        r.set_timing(heartbeat_tick, election_tick, randomized_election_ticks)
+
     def report_unreachable(self, node_id: int) -> None:
         r = self.raft
         r.step(Message(MT.UNREACHABLE, r.id, node_id))
@@ -218,4 +247,6 @@ class RawNode:
             leader_id=r.lead, role=r.state, lead_transferee=r.lead_transferee,
             progress=progress, lease_valid=r.lease_valid(),
             config=r.trk.config.conf_state(),
+            timing=(r.heartbeat_timeout, r.election_timeout),
+            leader_timing=(r.leader_heartbeat_ticks, r.lease_hold_ticks),
         )

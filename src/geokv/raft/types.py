@@ -244,3 +244,8 @@ class Status:
     progress: dict[int, tuple[int, int, ProgressState, bool]]
     lease_valid: bool
     config: ConfState
+    #: (heartbeat_tick, election_tick) in force on this node (``RawNode.set_timing``).
+    timing: tuple[int, int] = (0, 0)
+    #: (heartbeat_tick, election_tick) the current leader announced in its last
+    #: heartbeat; (0, 0) if none (a leader without lease reads does not announce).
+    leader_timing: tuple[int, int] = (0, 0)
