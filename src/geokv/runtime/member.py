@@ -70,6 +70,7 @@ from geokv.raft.types import ReadOnlyOption
 from geokv.raft.types import (ConfChange, ConfState, EntryType, HardState, Message, MessageType, Snapshot,
                               SnapshotMetadata, StateRole)
 from geokv.runtime import metrics
+from geokv.runtime.alarms import AlarmMixin
 from geokv.runtime.config import ServerConfig
 from geokv.runtime.leases import LeaseMixin
 from geokv.runtime.membership import MembershipMixin
@@ -141,7 +142,7 @@ def _new_event() -> asyncio.Event:
     return asyncio.Event()
 
 
-class Member(LeaseMixin, MembershipMixin):
+class Member(LeaseMixin, MembershipMixin, AlarmMixin):
     """One server process's replica. See docs/CONTRACTS.md for the API-facing surface."""
 
     def __init__(
@@ -232,6 +233,7 @@ class Member(LeaseMixin, MembershipMixin):
         self._started = False
         self._init_leases()
         self._init_membership()
+        self._init_alarms()
 
     # ================================================================================
     # lifecycle
@@ -802,6 +804,8 @@ class Member(LeaseMixin, MembershipMixin):
         self.applied_index = snap.metadata.index
         self.conf_state = snap.metadata.conf_state
         self._reload_leases()
+        if self.watch_hub is not None:
+            self.watch_hub.on_store_restored()  # watchers catch up from the new store
         self._refresh_peers()
         metrics.snapshots_applied.inc()
         self._stats["snapshots_restored"] += 1
@@ -1184,12 +1188,13 @@ class Member(LeaseMixin, MembershipMixin):
     def hash_kv(self, revision: int = 0):
         return self.store.hash_kv(revision)
 
-    def defragment(self) -> None:
-        """LMDB reuses freed pages itself; there is nothing to defragment."""
+    def defragment(self):
+        """Rewrite the store without free pages (awaitable; see runtime/alarms.py)."""
+        return self._alarm_defragment()
 
-    def alarms(self, action: int = 0, member_id: int = 0, alarm: int = 0) -> list:
-        """No alarms are raised yet (the quota surfaces as NoSpace on writes)."""
-        return []
+    def alarms(self, action: int = 0, member_id: int = 0, alarm: int = 0):
+        """etcd's Alarm: GET / ACTIVATE / DEACTIVATE (awaitable; see runtime/alarms.py)."""
+        return self._alarm_request(action, member_id, alarm)
 
     def snapshot_stream(self, chunk_bytes: int = 1 << 20):
         """Yield the MVCC snapshot stream in chunks (etcd's Maintenance.Snapshot)."""
