@@ -84,12 +84,22 @@ def test_lease_reads_on_leader_and_follower(tmp_path):
             assert after["lease_reads_local"] == before["lease_reads_local"] + 1
             assert after["lease_read_rounds"] == before["lease_read_rounds"]
 
-            # A strict linearizable read never uses the lease (etcd semantics).
+            # --linearizable-read quorum: a linearizable read never uses the lease
+            # (etcd's ReadOnlySafe) ...
+            leader.config.linearizable_read = "quorum"
             before = _stats(leader)
             await leader.wait_linearizable(timeout_s=5.0)
             after = _stats(leader)
             assert after["lease_reads_local"] == before["lease_reads_local"]
             assert after["lease_answers"] == before["lease_answers"]
+            # ... and with the default (lease) it is answered from the valid lease.
+            leader.config.linearizable_read = "lease"
+            await _wait_lease_valid(leader)
+            before = _stats(leader)
+            await leader.wait_linearizable(timeout_s=5.0)
+            after = _stats(leader)
+            assert after["lease_reads_local"] == before["lease_reads_local"] + 1
+            assert after["lease_read_rounds"] == before["lease_read_rounds"]
 
             # Follower: one forwarded ReadIndex, answered by the leader from its lease;
             # it sees a write acknowledged by the third member just before.

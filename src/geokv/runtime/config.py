@@ -25,6 +25,14 @@ from urllib.parse import urlsplit
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # 1.5 MiB, etcd's default
 DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024 * 1024 * 1024  # 2 GiB, etcd's default
 READ_MODES = ("linearizable", "lease", "serializable", "bounded")
+LINEARIZABLE_READS = ("lease", "quorum")
+#: With --heartbeat-interval and --election-timeout both unset, the member starts with
+#: these (conservative) timeouts and a fixed tick of AUTO_TICK_MS; the geo layer then
+#: applies timeouts derived from the RTTs at runtime (never longer than the start ones).
+AUTO_TICK_MS = 10
+AUTO_START_HEARTBEAT_MS = 100
+AUTO_START_ELECTION_MS = 1000
+MAX_PLACEMENT_DELAY_S = 3600.0
 MAX_MEMBERS = 64  # bound on --initial-cluster entries
 
 
@@ -47,6 +55,13 @@ class ServerConfig:
     zone: str = ""
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
+    #: True when the user set neither --heartbeat-interval nor --election-timeout: the
+    #: geo layer may then change them at runtime (parse_args sets it; a ServerConfig
+    #: built in code keeps fixed timeouts unless it sets this).
+    timeouts_auto: bool = False
+    #: Length of one Raft tick; 0 = one heartbeat interval (etcd's model). Fixed for the
+    #: life of the process: runtime timeout changes change tick counts, never the tick.
+    tick_ms: int = 0
     snapshot_count: int = 100000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
@@ -55,9 +70,18 @@ class ServerConfig:
     # geokv's own settings (the geo layer reads these):
     leader_preference: str = ""
     read_mode_default: str = "linearizable"
+    #: How a linearizable read is made linearizable: "lease" (the leader's lease when it
+    #: is valid, else a ReadIndex quorum round; etcd's ReadOnlyLeaseBased) or "quorum"
+    #: (always a ReadIndex quorum round; etcd's default ReadOnlySafe).
+    linearizable_read: str = "lease"
+    # leader placement delays (seconds; the geo layer reads these):
+    leader_return_delay_s: float = 5.0
+    leader_cooldown_s: float = 10.0
+    follow_writes_dwell_s: float = 20.0
     wan_emulation: str = ""
     rtt: str = ""
     log_level: str = "info"
+    grpc_edge: str = ""  # the client gRPC server: native (geokv.edge), grpcio, "" = the default
 
     # --- derived ---------------------------------------------------------------------
     def peers(self) -> dict[str, list[str]]:
@@ -171,6 +195,34 @@ _KEYS: dict[str, tuple[str, str]] = {
     "wan-emulation": ("wan_emulation", "str"),
     "rtt": ("rtt", "str"),
     "log-level": ("log_level", "str"),
+    "grpc-edge": ("grpc_edge", "str"),
+    "linearizable-read": ("linearizable_read", "str"),
+    "leader-return-delay": ("leader_return_delay_s", "duration"),
+    "leader-cooldown": ("leader_cooldown_s", "duration"),
+    "follow-writes-dwell": ("follow_writes_dwell_s", "duration"),
+}
+
+_HELP: dict[str, str] = {
+    "heartbeat-interval": "ms between leader heartbeats. Unset (and --election-timeout unset): "
+                          "derived from the regions' RTTs and adapted at runtime",
+    "election-timeout": "ms of silence before a follower campaigns. Unset (and --heartbeat-interval "
+                        "unset): derived from the regions' RTTs and adapted at runtime",
+    "region": "this member's region (e.g. us-east)",
+    "zone": "this member's zone",
+    "leader-preference": "regions in order of preference for the leader (e.g. us-east,eu-west); "
+                         "'follow-writes[,region...]' puts it where most writes come from",
+    "read-mode-default": "read mode when a request names none: " + "|".join(READ_MODES),
+    "linearizable-read": "lease (default): linearizable reads use the leader's lease when valid, "
+                         "else a ReadIndex quorum round (etcd's ReadOnlyLeaseBased); quorum: always "
+                         "the quorum round (etcd's ReadOnlySafe, no clock assumption)",
+    "leader-return-delay": "how long the preferred region must stay healthy and caught up before "
+                           "leadership moves back to it (e.g. 5s, 500ms; default 5s)",
+    "leader-cooldown": "no placement transfer this soon after a leader change (default 10s)",
+    "follow-writes-dwell": "follow-writes: how long a region must lead the write rate before the "
+                           "leader moves there (default 20s)",
+    "wan-emulation": "on: delay peer traffic by the one-way delay between regions "
+                     "(jitter=5ms, loss=0.001 imply on)",
+    "rtt": "RTT overrides, e.g. eu-west:ap-south=120ms,... or @file",
 }
 
 
@@ -184,7 +236,7 @@ def _build_argparser() -> _Parser:
                 description="geokv server (etcd v3 API over Raft). Flags use etcd's names.")
     p.add_argument("--config-file", dest="config_file", default=None)
     for key, (_fname, _kind) in _KEYS.items():
-        p.add_argument("--" + key, dest=key.replace("-", "_"), default=None)
+        p.add_argument("--" + key, dest=key.replace("-", "_"), default=None, help=_HELP.get(key))
     return p
 
 
@@ -202,11 +254,35 @@ def _convert(key: str, kind: str, value):
             raise ConfigError(f"--{key} must be an integer, got {value!r}") from None
     if kind == "urls":
         return _url_list(value, key)
+    if kind == "duration":
+        return parse_duration_s(key, value)
     if kind == "urls0":
         if value in (None, "", []):
             return []
         return _url_list(value, key)
     raise AssertionError(kind)
+
+
+def parse_duration_s(key: str, value) -> float:
+    """``5s``, ``500ms``, ``2m`` or a plain number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"--{key} must be a duration such as 5s or 500ms, got {value!r}")
+    if isinstance(value, (int, float)):
+        v = float(value)
+    else:
+        raw = str(value).strip().lower()
+        scale = 1.0
+        for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+            if raw.endswith(suffix):
+                raw, scale = raw[: -len(suffix)].strip(), mult
+                break
+        try:
+            v = float(raw) * scale
+        except ValueError:
+            raise ConfigError(f"--{key} must be a duration such as 5s or 500ms, got {value!r}") from None
+    if not 0.0 <= v <= MAX_PLACEMENT_DELAY_S:
+        raise ConfigError(f"--{key} must be between 0 and {MAX_PLACEMENT_DELAY_S:.0f} s, got {value!r}")
+    return v
 
 
 def _load_file(path: str) -> dict:
@@ -254,6 +330,11 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     for key, v in values.items():
         fname, kind = _KEYS[key]
         setattr(cfg, fname, _convert(key, kind, v))
+    if "heartbeat-interval" not in values and "election-timeout" not in values:
+        cfg.timeouts_auto = True
+        cfg.tick_ms = AUTO_TICK_MS
+        cfg.heartbeat_interval_ms = AUTO_START_HEARTBEAT_MS
+        cfg.election_timeout_ms = AUTO_START_ELECTION_MS
     finish(cfg, explicit=set(values))
     return cfg
 
@@ -293,6 +374,14 @@ def validate(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError("--max-request-bytes must be > 0")
     if cfg.quota_backend_bytes <= 0:
         cfg.quota_backend_bytes = DEFAULT_QUOTA_BACKEND_BYTES
+    if cfg.linearizable_read not in LINEARIZABLE_READS:
+        raise ConfigError(f"--linearizable-read must be one of {', '.join(LINEARIZABLE_READS)}, "
+                          f"got {cfg.linearizable_read!r}")
+    if cfg.tick_ms < 0 or (cfg.tick_ms and cfg.heartbeat_interval_ms % cfg.tick_ms):
+        raise ConfigError(f"tick {cfg.tick_ms} ms must divide --heartbeat-interval "
+                          f"({cfg.heartbeat_interval_ms} ms)")
+    if cfg.grpc_edge not in ("", "native", "grpcio"):
+        raise ConfigError(f"--grpc-edge must be 'native' or 'grpcio', got {cfg.grpc_edge!r}")
     if cfg.read_mode_default not in READ_MODES:
         raise ConfigError(f"--read-mode-default must be one of {', '.join(READ_MODES)}")
     peers = cfg.peers()

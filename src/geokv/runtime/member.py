@@ -175,6 +175,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         self.apply_observers: list[Callable[[list], None]] = []
         self.heartbeat_s = config.heartbeat_interval_ms / 1000.0
         self.election_s = config.election_timeout_ms / 1000.0
+        #: One Raft tick (fixed for the life of the process; see set_raft_timing).
+        self.tick_s = (getattr(config, "tick_ms", 0) or config.heartbeat_interval_ms) / 1000.0
         self.request_timeout_s = request_timeout_s or (REQUEST_TIMEOUT_BASE_S + 2 * self.election_s)
         self._rng = random.Random(rng_seed if rng_seed is not None else random.SystemRandom().getrandbits(64))
         # Ids (lease ids) come from their own generator: the geo service may replace
@@ -411,9 +413,11 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         except ImportError:  # pragma: no cover
             from geokv.raft.config import Config
             from geokv.raft.rawnode import RawNode
-        election_tick = max(2, round(self.config.election_timeout_ms / self.config.heartbeat_interval_ms))
+        tick_ms = self.tick_s * 1000.0
+        election_tick = max(2, round(self.config.election_timeout_ms / tick_ms))
+        heartbeat_tick = max(1, min(election_tick - 1, round(self.config.heartbeat_interval_ms / tick_ms)))
         rc = Config(
-            id=self.id, election_tick=election_tick, heartbeat_tick=1, applied=self.applied_index,
+            id=self.id, election_tick=election_tick, heartbeat_tick=heartbeat_tick, applied=self.applied_index,
             check_quorum=True, pre_vote=True, rng=self._rng,
             max_size_per_msg=1 << 20, max_inflight_msgs=256,
         )
@@ -474,8 +478,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
     async def _run_ticker(self) -> None:
         """Wake the driver just after each tick slot. It only wakes: the driver counts the
         ticks real time owes from the tick clock, so a late or lost wake-up loses no tick."""
-        interval = self.heartbeat_s
         while True:
+            interval = self.tick_s
             now = self._tick_clock()
             nxt = self._tick_base + (math.floor((now - self._tick_base) / interval) + 1) * interval
             await asyncio.sleep(max(0.0, nxt - now) + TICK_WAKE_SLACK_S)
@@ -483,7 +487,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
 
     def _ticks_owed(self) -> int:
         """Tick slots real time has reached that the Raft node has not been given."""
-        return math.floor((self._tick_clock() - self._tick_base) / self.heartbeat_s) - self._tick_slots
+        return math.floor((self._tick_clock() - self._tick_base) / self.tick_s) - self._tick_slots
 
     def _take_owed_ticks(self) -> int:
         """How many ticks to deliver now: every owed tick, but at most
@@ -1084,9 +1088,16 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         return (time.monotonic() - self._caught_up_at) * 1000.0
 
     async def wait_linearizable(self, *, timeout_s: float | None = None) -> None:
-        """ReadIndex barrier: returns once this replica has applied a linearizable index."""
+        """Linearizable barrier: returns once this replica has applied an index at least as
+        new as every write acknowledged before the call. ``--linearizable-read lease`` (the
+        default, etcd's ReadOnlyLeaseBased): the leader's lease when it is valid (no quorum
+        round; one trip to the leader from a follower), else a ReadIndex round; ``quorum``
+        (etcd's ReadOnlySafe): always a ReadIndex quorum round, no clock assumption."""
         self._check_running()
         deadline = self._deadline(timeout_s)
+        if getattr(self.config, "linearizable_read", "lease") == "lease":
+            await self._lease_barrier(deadline)
+            return
         idx = await self._read_index(deadline)
         await self._wait_applied(idx, deadline)
 
@@ -1231,6 +1242,64 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 await asyncio.wait_for(ev.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+
+    # ================================================================================
+    # hooks for the geo layer (timeouts, election ranges, status)
+    # ================================================================================
+    @property
+    def tick_ms(self) -> float:
+        return self.tick_s * 1000.0
+
+    @property
+    def timeouts_adjustable(self) -> bool:
+        """May the geo layer change the timeouts (the user set neither of them)?"""
+        return bool(getattr(self.config, "timeouts_auto", False))
+
+    async def raft_status(self, timeout_s: float = 2.0):
+        """The Raft node's Status, taken by the driver between turns; None if the driver
+        did not answer within ``timeout_s`` (stopping, or its action queue is full)."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def grab(rn) -> None:
+            if not fut.done():
+                fut.set_result(rn.status())
+
+        if self._rn is None or not self._add_action(grab):
+            return None
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            return None
+
+    def set_raft_timing(self, heartbeat_ms: float, election_ms: float,
+                        election_range_ticks: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Change the heartbeat interval and election timeout of the running Raft node
+        (and the [lo, hi) tick range its election timeouts are drawn from; lo >= election
+        ticks). Takes effect at the driver's next turn; the tick length never changes.
+        Lease reads stay safe across the change (geokv.raft.raft: the leader announces its
+        lease hold). Returns (heartbeat ticks, election ticks); raises ValueError if the
+        values do not fit the tick (nothing changes then)."""
+        tick_ms = self.tick_ms
+        hb = max(1, round(heartbeat_ms / tick_ms))
+        el = round(election_ms / tick_ms)
+        if el <= hb or el < LEASE_MIN_ELECTION_TICKS or el <= LEASE_DRIFT_TICKS:
+            raise ValueError(f"election timeout {election_ms} ms must exceed the heartbeat "
+                             f"{heartbeat_ms} ms and {LEASE_MIN_ELECTION_TICKS} ticks of {tick_ms} ms")
+        if election_range_ticks is not None:
+            lo, hi = election_range_ticks
+            if not el <= lo < hi:
+                raise ValueError(f"election range {election_range_ticks} must satisfy {el} <= lo < hi")
+
+        def apply(rn) -> None:
+            rn.set_timing(hb, el, election_range_ticks)
+            # Catch-up after a stall must still deliver >= any hold a stamp may carry.
+            self._election_tick = max(self._election_tick, el)
+            self.heartbeat_s = hb * tick_ms / 1000.0
+            self.election_s = el * tick_ms / 1000.0
+
+        if not self._add_action(apply):
+            raise ValueError("the driver's action queue is full; try again")
+        return hb, el
 
     # ================================================================================
     # forwarded calls between members
