@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,17 +98,29 @@ def add_services(server: grpc.aio.Server, member: Any, limits: validate.Limits,
     rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(), server)
 
 
-async def serve_grpc(member: Any, config: Any) -> grpc.aio.Server:
+GRPC_EDGES = ("native", "grpcio")
+GRPC_EDGE_DEFAULT = "grpcio"
+GRPC_EDGE_ENV = "GEOKV_GRPC_EDGE"  # overrides the default (not an explicit --grpc-edge)
+
+
+async def serve_grpc(member: Any, config: Any) -> Any:
     """Build, bind and start the gRPC server for ``member``.
 
     ``config`` is a runtime ServerConfig (listen_client_urls, max_request_bytes, and
-    optionally max_txn_ops and watch_progress_notify_interval_s) or a "host:port"
-    string. The bound ports are in ``server.geokv_ports`` (useful with port 0).
+    optionally max_txn_ops, watch_progress_notify_interval_s and grpc_edge) or a
+    "host:port" string. ``grpc_edge`` picks the server: "native" (geokv.edge, an HTTP/2
+    + gRPC implementation on an asyncio Protocol) or "grpcio" (grpc.aio). Both expose
+    ``stop(grace)`` and the bound ports in ``server.geokv_ports`` (useful with port 0).
     """
     max_request_bytes = int(getattr(config, "max_request_bytes", validate.MAX_REQUEST_BYTES_DEFAULT))
     limits = validate.Limits(max_request_bytes=max_request_bytes,
                              max_txn_ops=int(getattr(config, "max_txn_ops", validate.MAX_TXN_OPS_DEFAULT)))
     progress_s = float(getattr(config, "watch_progress_notify_interval_s", PROGRESS_NOTIFY_INTERVAL_S))
+    edge = getattr(config, "grpc_edge", None) or os.environ.get(GRPC_EDGE_ENV) or GRPC_EDGE_DEFAULT
+    if edge not in GRPC_EDGES:
+        raise ServeError(f"unknown --grpc-edge {edge!r} (want one of {', '.join(GRPC_EDGES)})")
+    if edge == "native":
+        return await _serve_native(member, config, limits, progress_s)
     server = grpc.aio.server(options=server_options(max_request_bytes),
                              maximum_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX)
     add_services(server, member, limits, progress_s)
@@ -125,4 +138,27 @@ async def serve_grpc(member: Any, config: Any) -> grpc.aio.Server:
     await server.start()
     server.geokv_ports = ports  # type: ignore[attr-defined]
     log.info("serving etcd v3 gRPC on %s", ", ".join(_client_urls(config)))
+    return server
+
+
+async def _serve_native(member: Any, config: Any, limits: validate.Limits, progress_s: float) -> Any:
+    from geokv.edge import EdgeServer
+
+    server = EdgeServer(max_receive_message_bytes=limits.max_request_bytes + validate.GRPC_OVERHEAD_BYTES,
+                        max_concurrent_rpcs=GRPC_CONCURRENT_RPCS_MAX)
+    add_services(server, member, limits, progress_s)  # type: ignore[arg-type]
+    WATCH_STATS.track(getattr(member, "watch_hub", None))
+    try:
+        for url in _client_urls(config):
+            addr = _host_port(url)
+            host, _, port = addr.rpartition(":")
+            try:
+                await server.add_port(host, int(port))
+            except OSError as exc:
+                raise ServeError(f"cannot listen for clients on {addr}: {exc.strerror or exc}") from None
+    except BaseException:
+        await server.stop(0)
+        raise
+    await server.start()
+    log.info("serving etcd v3 gRPC (native edge) on %s", ", ".join(_client_urls(config)))
     return server

@@ -1,0 +1,1001 @@
+"""One HTTP/2 server connection carrying gRPC calls, as an asyncio Protocol.
+
+Reading: every ``data_received`` parses all complete frames in the chunk; a partial
+frame waits until its declared length has arrived (no re-parsing). Writing: the frames
+produced while handling one chunk, or by all calls that finish in one loop iteration,
+go out in a single ``transport.write``.
+
+Flow control (RFC 9113 6.9): we never send DATA past the peer's connection or stream
+window; queued response bytes wait per stream and go out on WINDOW_UPDATE. The peer
+gets windows back as we consume: unary request bytes at once (the message size bound
+limits them), streaming request messages when the handler reads them, so a client can
+queue at most one stream window of unread requests.
+
+A handler of a unary call first runs inline (``coro.send(None)``); only if it suspends
+is a Task made to continue it (``rpc.Resume``), so reads that complete at once cost no
+Task, no timer and no extra loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import zlib
+from typing import Any
+
+import grpc
+
+from geokv.edge import frames as f
+from geokv.edge import hpack, rpc
+
+log = logging.getLogger("geokv.edge")
+
+# Bounds (our side of the connection)
+STREAMS_PER_CONNECTION_MAX = 1024         # SETTINGS_MAX_CONCURRENT_STREAMS we advertise
+STREAM_WINDOW_BYTES = 1 << 20             # SETTINGS_INITIAL_WINDOW_SIZE we advertise
+CONNECTION_WINDOW_BYTES = 16 << 20        # connection receive window (granted at start)
+WINDOW_REFILL_FRACTION = 4                # grant back once 1/4 of a window is consumed
+FRAME_BYTES_MAX = 1 << 20                 # SETTINGS_MAX_FRAME_SIZE we advertise
+HEADER_LIST_BYTES_MAX = 16 << 10          # SETTINGS_MAX_HEADER_LIST_SIZE we advertise
+HEADER_BLOCK_BYTES_MAX = 64 << 10         # compressed HEADERS+CONTINUATION bytes per block
+STREAM_WRITE_BUFFER_BYTES_MAX = 1 << 20   # queued response bytes before write() waits
+PINGS_WITHOUT_TRAFFIC_MAX = 10_000        # PINGs with no HEADERS/DATA between: a flood
+STREAM_REQUEST_MESSAGES_MAX = 4096        # queued unread messages of a request stream
+
+_CONN_REFILL = CONNECTION_WINDOW_BYTES // WINDOW_REFILL_FRACTION
+_STREAM_REFILL = STREAM_WINDOW_BYTES // WINDOW_REFILL_FRACTION
+
+_HDR_UNPACK = f.FRAME_HEADER.unpack_from
+_HDR_PACK = f.FRAME_HEADER.pack
+_MSG_PACK = f.MESSAGE_PREFIX.pack
+_RESP_HEADERS = rpc.RESPONSE_HEADERS_BLOCK
+_RESP_HEADERS_LEN = len(_RESP_HEADERS)
+_TRAILERS_OK = rpc.TRAILERS_OK_BLOCK
+_TRAILERS_OK_LEN = len(_TRAILERS_OK)
+_FLAGS_EH = f.END_HEADERS
+_FLAGS_EH_ES = f.END_HEADERS | f.END_STREAM
+
+
+class ConnectionError_(Exception):
+    """A connection error (RFC 9113 5.4.1): GOAWAY with ``code``, then close."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Stream:
+    """One client-initiated stream and its gRPC call (it is the Context's ``_call``)."""
+
+    __slots__ = ("conn", "sid", "method", "headers", "ctx", "task", "recv_window", "recv_credit",
+                 "send_window", "buf", "req_payload", "msgs", "waiter", "remote_closed", "headers_sent",
+                 "finished", "cancelled", "out_pending", "out_offset", "out_bytes", "trailers",
+                 "drain_waiter", "deadline", "timer", "deadline_hit", "done_callbacks", "encoding")
+
+    def __init__(self, conn: H2Connection, sid: int, method: rpc.Method, headers: list) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.method = method
+        self.headers = headers
+        self.ctx: rpc.Context | None = None
+        self.task: asyncio.Task | None = None
+        self.recv_window = STREAM_WINDOW_BYTES
+        self.recv_credit = 0
+        self.send_window = conn.peer_initial_window
+        self.buf: bytearray | None = None
+        self.req_payload: bytes | None = None
+        self.msgs: collections.deque | None = None
+        self.waiter: asyncio.Future | None = None
+        self.remote_closed = False
+        self.headers_sent = False
+        self.finished = False
+        self.cancelled = False
+        self.out_pending: collections.deque | None = None
+        self.out_offset = 0
+        self.out_bytes = 0
+        self.trailers: bytes | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline_hit = False
+        self.done_callbacks: list = []
+        self.encoding: bytes | None = None
+
+    # --- what rpc.Context calls ----------------------------------------------------------
+    async def write_message(self, message: Any) -> None:
+        conn = self.conn
+        if self.finished:
+            raise asyncio.CancelledError("the call is over")
+        body = self.method.serialize(message)
+        if not self.headers_sent:
+            self.headers_sent = True
+            conn.emit(_HDR_PACK(0, _RESP_HEADERS_LEN, f.HEADERS, _FLAGS_EH, self.sid) + _RESP_HEADERS)
+        conn.send_message(self, body)
+        while (self.out_bytes > STREAM_WRITE_BUFFER_BYTES_MAX or conn.paused) and not self.finished:
+            fut = self.drain_waiter = conn.loop.create_future()
+            try:
+                await fut
+            finally:
+                self.drain_waiter = None
+
+    async def read_message(self) -> Any:
+        while not self.msgs:
+            if self.remote_closed or self.finished:
+                return rpc.EOF
+            fut = self.waiter = self.conn.loop.create_future()
+            try:
+                await fut
+            finally:
+                self.waiter = None
+        payload = self.msgs.popleft()
+        self.conn.credit_stream(self, len(payload) + 5)
+        return self.method.deserialize(payload)
+
+    def peer(self) -> str:
+        return self.conn.peer_name
+
+    def time_remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
+
+
+class H2Connection(asyncio.Protocol):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.table: rpc.MethodTable = server.table
+        self.max_message_bytes: int = server.max_receive_message_bytes
+        self.loop = asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer_name = "unknown"
+        self.decoder = hpack.Decoder()
+        self.streams: dict[int, Stream] = {}
+        self.last_sid = 0
+        self.preface_ok = False
+        self.closed = False
+        self.goaway_sent = False
+        self.paused = False
+        # reading
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = len(f.PREFACE)
+        self._cont_sid = 0
+        self._cont_flags = 0
+        self._cont_parts: list[bytes] = []
+        self._cont_bytes = 0
+        self._pings = 0
+        # flow control
+        self.peer_initial_window = f.DEFAULT_WINDOW_BYTES
+        self.peer_max_frame = f.DEFAULT_MAX_FRAME_BYTES
+        self.send_conn_window = f.DEFAULT_WINDOW_BYTES
+        self.recv_conn_window = CONNECTION_WINDOW_BYTES
+        self._conn_credit = 0
+        self.blocked: dict[int, Stream] = {}
+        # writing
+        self._out: list[bytes] = []
+        self._in_recv = False
+        self._flush_scheduled = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            host, port = peer[0], peer[1]
+            self.peer_name = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        self.server.connections.add(self)
+        self.emit(f.settings_frame({
+            f.SETTINGS_MAX_CONCURRENT_STREAMS: STREAMS_PER_CONNECTION_MAX,
+            f.SETTINGS_INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+            f.SETTINGS_MAX_FRAME_SIZE: FRAME_BYTES_MAX,
+            f.SETTINGS_MAX_HEADER_LIST_SIZE: HEADER_LIST_BYTES_MAX,
+        }))
+        self.emit(f.window_update_frame(0, CONNECTION_WINDOW_BYTES - f.DEFAULT_WINDOW_BYTES))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for st in list(self.streams.values()):
+            self._drop_stream(st)
+        self._out.clear()
+        self.server.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for st in list(self.streams.values()):
+            if st.drain_waiter is not None:
+                st.wake()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._parts)
+            self._parts = []
+        self._in_recv = True
+        try:
+            pos = self._process(data)
+        except ConnectionError_ as exc:
+            self.connection_error(exc.code, str(exc))
+            return
+        finally:
+            self._in_recv = False
+        if self.closed:
+            return
+        if pos < len(data):
+            rest = data[pos:]
+            self._parts = [rest]
+            self._have = len(rest)
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    # --- output ---------------------------------------------------------------------------
+    def emit(self, b: bytes) -> None:
+        self._out.append(b)
+        if not self._in_recv and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if out and not self.closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def connection_error(self, code: int, message: str) -> None:
+        if self.closed:
+            return
+        log.info("edge: connection error %d from %s: %s", code, self.peer_name, message)
+        self.emit(f.goaway_frame(self.last_sid, code, message.encode()[:256]))
+        self.flush()
+        self.closed = True
+        for st in list(self.streams.values()):
+            self._drop_stream(st)
+        self.transport.close()
+
+    def send_goaway(self) -> None:
+        """Graceful shutdown: streams up to last_sid finish, no new ones start."""
+        if not self.goaway_sent and not self.closed:
+            self.goaway_sent = True
+            self.emit(f.goaway_frame(self.last_sid, f.NO_ERROR))
+            if not self.streams:
+                self.flush()
+                self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+            for st in list(self.streams.values()):
+                self._drop_stream(st)
+            self.transport.close()
+
+    # --- frame parsing --------------------------------------------------------------------
+    def _process(self, data: bytes) -> int:
+        pos = 0
+        n = len(data)
+        if not self.preface_ok:
+            if n < 24:
+                if not f.PREFACE.startswith(data):
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "bad connection preface")
+                self._need = 24
+                return 0
+            if data[:24] != f.PREFACE:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "bad connection preface")
+            self.preface_ok = True
+            pos = 24
+            # the first frame must be SETTINGS
+            if n - pos >= 9 and data[pos + 3] != f.SETTINGS:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
+        while True:
+            if n - pos < 9:
+                self._need = 9
+                return pos
+            hi, lo, ftype, flags, sid = _HDR_UNPACK(data, pos)
+            length = (hi << 8) | lo
+            if length > FRAME_BYTES_MAX:
+                raise ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {length} bytes > {FRAME_BYTES_MAX}")
+            end = pos + 9 + length
+            if end > n:
+                self._need = 9 + length
+                return pos
+            payload = data[pos + 9:end]
+            pos = end
+            sid &= 0x7FFFFFFF
+            if self._cont_sid and ftype != f.CONTINUATION:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "expected CONTINUATION")
+            if ftype == f.DATA:
+                self._on_data(flags, sid, payload)
+            elif ftype == f.HEADERS:
+                self._on_headers(flags, sid, payload)
+            elif ftype == f.WINDOW_UPDATE:
+                self._on_window_update(sid, payload)
+            elif ftype == f.SETTINGS:
+                self._on_settings(flags, sid, payload)
+            elif ftype == f.PING:
+                self._on_ping(flags, sid, payload)
+            elif ftype == f.RST_STREAM:
+                self._on_rst_stream(sid, payload)
+            elif ftype == f.CONTINUATION:
+                self._on_continuation(flags, sid, payload)
+            elif ftype == f.PRIORITY:
+                if sid == 0:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+                if length != 5:
+                    self.reset_stream(sid, f.FRAME_SIZE_ERROR)
+            elif ftype == f.GOAWAY:
+                if sid != 0:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+                self._on_goaway()
+            elif ftype == f.PUSH_PROMISE:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+            # unknown frame types are ignored (RFC 9113 4.1)
+            if self.closed:
+                return pos
+
+    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
+        n = len(payload)
+        if n > self.recv_conn_window:
+            raise ConnectionError_(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        self.recv_conn_window -= n
+        self._pings = 0
+        credit = self._conn_credit + n
+        if credit >= _CONN_REFILL:
+            self.emit(f.window_update_frame(0, credit))
+            self.recv_conn_window += credit
+            credit = 0
+        self._conn_credit = credit
+        st = self.streams.get(sid)
+        if st is None:
+            if sid > self.last_sid:
+                raise ConnectionError_(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            return  # a stream we already closed or reset: late frames are expected
+        if st.remote_closed:
+            self.reset_stream(sid, f.STREAM_CLOSED)
+            return
+        if n > st.recv_window:
+            self.reset_stream(sid, f.FLOW_CONTROL_ERROR)
+            return
+        st.recv_window -= n
+        if flags & f.PADDED:
+            if n == 0 or payload[0] >= n:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "padding longer than the DATA frame")
+            body = payload[1:n - payload[0]]
+        else:
+            body = payload
+        if st.method.kind < 2:
+            self.credit_stream(st, n)  # unary request: the message bound limits buffering
+        elif len(body) != n:
+            self.credit_stream(st, n - len(body))  # padding never reaches the handler
+        if body and not st.finished:
+            self._on_message_bytes(st, body)
+        if flags & f.END_STREAM:
+            self._on_remote_end(st)
+
+    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "HEADERS on stream 0")
+        start, end = 0, len(payload)
+        if flags & f.PADDED:
+            if end == 0:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "PADDED HEADERS without a pad length")
+            start = 1
+            end -= payload[0]
+        if flags & f.PRIORITY_FLAG:
+            start += 5
+        if end < start:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "HEADERS padding or priority past the frame")
+        block = payload[start:end] if start or end != len(payload) else payload
+        self._pings = 0
+        if not flags & f.END_HEADERS:
+            self._cont_sid = sid
+            self._cont_flags = flags
+            self._cont_parts = [block]
+            self._cont_bytes = len(block)
+            return
+        self._on_header_block(sid, flags, block)
+
+    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        if not self._cont_sid or sid != self._cont_sid:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        self._cont_parts.append(payload)
+        self._cont_bytes += len(payload)
+        if self._cont_bytes > HEADER_BLOCK_BYTES_MAX:
+            raise ConnectionError_(f.ENHANCE_YOUR_CALM, f"header block over {HEADER_BLOCK_BYTES_MAX} bytes")
+        if flags & f.END_HEADERS:
+            block = b"".join(self._cont_parts)
+            self._cont_sid = 0
+            self._cont_parts = []
+            self._on_header_block(sid, self._cont_flags, block)
+
+    def _on_header_block(self, sid: int, flags: int, block: bytes) -> None:
+        too_large = False
+        try:
+            headers = self.decoder.decode(block, HEADER_LIST_BYTES_MAX)
+        except hpack.HPACKError as exc:
+            raise ConnectionError_(f.COMPRESSION_ERROR, str(exc)) from None
+        except hpack.HeaderListTooLarge:
+            headers, too_large = [], True
+        if not sid & 1:
+            raise ConnectionError_(f.PROTOCOL_ERROR, f"client stream id {sid} is even")
+        st = self.streams.get(sid)
+        if st is not None:  # trailers from the client: must end the stream
+            if not flags & f.END_STREAM:
+                self.reset_stream(sid, f.PROTOCOL_ERROR)
+            else:
+                self._on_remote_end(st)
+            return
+        if sid <= self.last_sid:
+            raise ConnectionError_(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+        self.last_sid = sid
+        if self.goaway_sent:
+            self.emit(f.rst_stream_frame(sid, f.REFUSED_STREAM))
+            return
+        if len(self.streams) >= STREAMS_PER_CONNECTION_MAX:
+            self.emit(f.rst_stream_frame(sid, f.REFUSED_STREAM))
+            return
+        end_stream = flags & f.END_STREAM
+        if too_large:
+            self._reject(sid, end_stream, rpc.RESOURCE_EXHAUSTED,
+                         f"header list larger than {HEADER_LIST_BYTES_MAX} bytes")
+            return
+        path = ctype = timeout = encoding = None
+        method_ok = False
+        regular = False
+        for name, value in headers:
+            if name[:1] == b":":
+                if regular:
+                    self.reset_stream(sid, f.PROTOCOL_ERROR)
+                    return
+                if name == b":path":
+                    path = value
+                elif name == b":method":
+                    method_ok = value == b"POST"
+                elif name not in (b":scheme", b":authority"):
+                    self.reset_stream(sid, f.PROTOCOL_ERROR)
+                    return
+            else:
+                regular = True
+                if name == b"content-type":
+                    ctype = value
+                elif name == b"grpc-timeout":
+                    timeout = value
+                elif name == b"grpc-encoding":
+                    encoding = value
+        if path is None:
+            self.reset_stream(sid, f.PROTOCOL_ERROR)
+            return
+        if not method_ok:
+            self._reject_http(sid, end_stream, b"405")
+            return
+        if ctype is None or not ctype.startswith(b"application/grpc"):
+            self._reject_http(sid, end_stream, b"415")
+            return
+        method = self.table.lookup(path)
+        if method is None:
+            self._reject(sid, end_stream, rpc.UNIMPLEMENTED, "Method not found!")
+            return
+        if encoding is not None and encoding not in (b"identity", b"gzip", b"deflate"):
+            self._reject(sid, end_stream, rpc.UNIMPLEMENTED,
+                         f"grpc: Decompressor is not installed for grpc-encoding {encoding.decode('latin-1')!r}")
+            return
+        server = self.server
+        if server.open_rpcs >= server.max_concurrent_rpcs:
+            self._reject(sid, end_stream, rpc.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+            return
+        server.open_rpcs += 1
+        st = Stream(self, sid, method, headers)
+        st.encoding = encoding
+        self.streams[sid] = st
+        if timeout is not None:
+            t_s = rpc.parse_timeout_s(timeout)
+            if t_s is None:
+                self.finish_status(st, rpc.INTERNAL, f"malformed grpc-timeout {timeout.decode('latin-1')!r}")
+                return
+            st.deadline = time.monotonic() + t_s
+        if end_stream:
+            st.remote_closed = True
+        if method.kind >= rpc.STREAM_UNARY:
+            st.msgs = collections.deque()
+            self._start_streaming(st)
+        elif end_stream:
+            self._on_remote_end(st)
+
+    def _on_window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE of a length other than 4")
+        inc = f.u32(payload) & 0x7FFFFFFF
+        if sid == 0:
+            if inc == 0:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "connection WINDOW_UPDATE of 0")
+            self.send_conn_window += inc
+            if self.send_conn_window > f.WINDOW_BYTES_LIMIT:
+                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            if self.blocked:
+                for st in list(self.blocked.values()):
+                    self.flush_stream(st)
+                    if self.send_conn_window <= 0:
+                        break
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            if sid > self.last_sid:
+                raise ConnectionError_(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+            return
+        if inc == 0:
+            self.reset_stream(sid, f.PROTOCOL_ERROR)
+            return
+        st.send_window += inc
+        if st.send_window > f.WINDOW_BYTES_LIMIT:
+            self.reset_stream(sid, f.FLOW_CONTROL_ERROR)
+            return
+        if st.out_pending:
+            self.flush_stream(st)
+
+    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & f.ACK:
+            if payload:
+                raise ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
+        grew = False
+        for i in range(0, len(payload), 6):
+            key = (payload[i] << 8) | payload[i + 1]
+            value = f.u32(payload[i + 2:i + 6])
+            if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > f.WINDOW_BYTES_LIMIT:
+                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE above 2^31-1")
+                delta = value - self.peer_initial_window
+                self.peer_initial_window = value
+                for st in self.streams.values():
+                    st.send_window += delta
+                    if st.send_window > f.WINDOW_BYTES_LIMIT:
+                        raise ConnectionError_(f.FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
+                grew = grew or delta > 0
+            elif key == f.SETTINGS_MAX_FRAME_SIZE:
+                if not f.DEFAULT_MAX_FRAME_BYTES <= value <= f.MAX_FRAME_BYTES_LIMIT:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} out of range")
+                self.peer_max_frame = value
+            elif key == f.SETTINGS_ENABLE_PUSH:
+                if value > 1:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"ENABLE_PUSH {value}")
+            # HEADER_TABLE_SIZE: we never index, so any size is honoured; others: advisory
+        self.emit(f.SETTINGS_ACK_FRAME)
+        if grew and self.blocked:
+            for st in list(self.blocked.values()):
+                self.flush_stream(st)
+
+    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "PING of a length other than 8")
+        if flags & f.ACK:
+            return
+        self._pings += 1
+        if self._pings > PINGS_WITHOUT_TRAFFIC_MAX:
+            raise ConnectionError_(f.ENHANCE_YOUR_CALM, "too many pings")
+        self.emit(f.frame(f.PING, f.ACK, 0, payload))
+
+    def _on_rst_stream(self, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "RST_STREAM of a length other than 4")
+        if sid > self.last_sid:
+            raise ConnectionError_(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        st = self.streams.get(sid)
+        if st is not None:
+            self._drop_stream(st)
+
+    def _on_goaway(self) -> None:
+        # The client will open no new streams; close once ours are done.
+        self.goaway_sent = True
+        if not self.streams:
+            self.flush()
+            self.transport.close()
+
+    # --- gRPC message framing -------------------------------------------------------------
+    def _on_message_bytes(self, st: Stream, body: bytes) -> None:
+        buf = st.buf
+        if buf is None:
+            n = len(body)
+            if n >= 5:
+                mlen = (body[1] << 24) | (body[2] << 16) | (body[3] << 8) | body[4]
+                if n == mlen + 5:  # the common case: exactly one whole message
+                    self._on_message(st, body[0], body[5:], mlen)
+                    return
+            buf = st.buf = bytearray(body)
+        else:
+            buf += body
+        while len(buf) >= 5:
+            mlen = (buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]
+            if mlen > self.max_message_bytes:
+                self._on_message(st, buf[0], b"", mlen)
+                return
+            if len(buf) < 5 + mlen:
+                return
+            flag = buf[0]
+            msg = bytes(buf[5:5 + mlen])
+            del buf[:5 + mlen]
+            self._on_message(st, flag, msg, mlen)
+            if st.finished:
+                return
+
+    def _on_message(self, st: Stream, flag: int, msg: bytes, mlen: int) -> None:
+        if mlen > self.max_message_bytes:
+            self.finish_status(st, rpc.RESOURCE_EXHAUSTED,
+                               f"Received message larger than max ({mlen} vs. {self.max_message_bytes})")
+            return
+        if flag:
+            if flag != 1 or st.encoding in (None, b"identity"):
+                self.finish_status(st, rpc.INTERNAL, "grpc: compressed flag set with identity or empty encoding")
+                return
+            try:
+                d = zlib.decompressobj(31 if st.encoding == b"gzip" else 15)
+                out = d.decompress(msg, self.max_message_bytes + 1)
+            except zlib.error as exc:
+                self.finish_status(st, rpc.INTERNAL, f"grpc: failed to decompress the message: {exc}")
+                return
+            if len(out) > self.max_message_bytes:
+                self.finish_status(st, rpc.RESOURCE_EXHAUSTED,
+                                   f"Received message larger than max (>{self.max_message_bytes} "
+                                   f"vs. {self.max_message_bytes})")
+                return
+            msg = out
+        if st.msgs is not None:  # streaming request
+            if len(st.msgs) >= STREAM_REQUEST_MESSAGES_MAX:
+                self.finish_status(st, rpc.RESOURCE_EXHAUSTED, "too many unread request messages")
+                return
+            st.msgs.append(msg)
+            if st.waiter is not None:
+                st.wake()
+        elif st.req_payload is not None:
+            self.finish_status(st, rpc.UNIMPLEMENTED, "more than one request message for a unary call")
+        else:
+            st.req_payload = msg
+
+    def _on_remote_end(self, st: Stream) -> None:
+        st.remote_closed = True
+        if st.finished:
+            self._forget(st)
+            return
+        if st.buf:
+            self.finish_status(st, rpc.INTERNAL, "truncated gRPC message at the end of the stream")
+            return
+        if st.msgs is not None:
+            st.wake()
+            return
+        if st.req_payload is None:
+            self.finish_status(st, rpc.UNIMPLEMENTED, "no request message for a unary call")
+            return
+        self._start_unary(st)
+
+    # --- running handlers -----------------------------------------------------------------
+    def _deadline_passed(self, st: Stream) -> bool:
+        if st.deadline is not None and time.monotonic() >= st.deadline:
+            st.deadline_hit = True
+            self.finish_status(st, rpc.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            return True
+        return False
+
+    def _arm_deadline(self, st: Stream) -> None:
+        if st.deadline is not None and st.timer is None and not st.finished:
+            st.timer = self.loop.call_at(self.loop.time() + max(0.0, st.deadline - time.monotonic()),
+                                         self._on_deadline, st)
+
+    def _on_deadline(self, st: Stream) -> None:
+        st.timer = None
+        if st.finished:
+            return
+        st.deadline_hit = True
+        self.finish_status(st, rpc.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if st.task is not None:
+            st.task.cancel()
+
+    def _start_unary(self, st: Stream) -> None:
+        if st.deadline is not None and self._deadline_passed(st):
+            return
+        method = st.method
+        payload = st.req_payload
+        st.req_payload = None
+        try:
+            request = method.deserialize(payload)
+        except Exception:  # noqa: BLE001 - the client sent bytes that do not parse
+            self.finish_status(st, rpc.INTERNAL, "Exception deserializing request!")
+            return
+        ctx = st.ctx = rpc.Context(st, st.headers)
+        if method.kind == rpc.UNARY_STREAM:
+            st.task = self.loop.create_task(self._run_streaming(st, method.fn(request, ctx)))
+            self._arm_deadline(st)
+            return
+        coro = method.fn(request, ctx)
+        try:
+            first = coro.send(None)
+        except StopIteration as stop:
+            self.finish_unary(st, stop.value)
+            return
+        except Exception as exc:  # noqa: BLE001 - becomes the call's status
+            self._finish_exception(st, exc)
+            return
+        except asyncio.CancelledError:
+            self.finish_status(st, rpc.CANCELLED, "Cancelled")
+            return
+        st.task = self.loop.create_task(self._run_unary_rest(st, coro, first))
+        self._arm_deadline(st)
+
+    async def _run_unary_rest(self, st: Stream, coro: Any, first: Any) -> None:
+        try:
+            response = await rpc.Resume(coro, first)
+        except asyncio.CancelledError:
+            self._on_cancelled(st)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._finish_exception(st, exc)
+            return
+        self.finish_unary(st, response)
+
+    def _start_streaming(self, st: Stream) -> None:
+        if st.deadline is not None and self._deadline_passed(st):
+            return
+        ctx = st.ctx = rpc.Context(st, st.headers)
+        st.task = self.loop.create_task(self._run_streaming(st, st.method.fn(rpc.RequestIterator(st), ctx)))
+        self._arm_deadline(st)
+
+    async def _run_streaming(self, st: Stream, res: Any) -> None:
+        agen = None
+        try:
+            if rpc.is_async_iterable(res):
+                agen = res
+                async for msg in agen:
+                    await st.write_message(msg)
+                result = None
+            else:
+                result = await res
+            if st.method.kind == rpc.STREAM_UNARY:
+                self.finish_unary(st, result)
+            else:
+                self._finish_ok(st)
+        except asyncio.CancelledError:
+            self._on_cancelled(st)
+        except Exception as exc:  # noqa: BLE001
+            self._finish_exception(st, exc)
+        finally:
+            if agen is not None:
+                try:
+                    await agen.aclose()
+                except BaseException:  # noqa: BLE001 - the call is over either way
+                    pass
+
+    def _on_cancelled(self, st: Stream) -> None:
+        if not st.finished:
+            self.finish_status(st, rpc.CANCELLED, "Cancelled")
+
+    def _finish_exception(self, st: Stream, exc: BaseException) -> None:
+        if st.finished:
+            return
+        ctx = st.ctx
+        if isinstance(exc, grpc.aio.AbortError) and ctx is not None and ctx.code is not None:
+            self.finish_status(st, ctx.code, ctx.details, ctx.trailing_metadata)
+            return
+        log.error("edge: unexpected error in %s", st.method.path, exc_info=exc)
+        self.finish_status(st, rpc.UNKNOWN, f"Unexpected {type(exc)}: {exc}",
+                           ctx.trailing_metadata if ctx is not None else None)
+
+    # --- responses ------------------------------------------------------------------------
+    def finish_unary(self, st: Stream, response: Any) -> None:
+        if st.finished:
+            return
+        ctx = st.ctx
+        if ctx is not None and ctx.code:
+            self.finish_status(st, ctx.code, ctx.details, ctx.trailing_metadata)
+            return
+        try:
+            body = st.method.serialize(response)
+        except Exception:  # noqa: BLE001 - a handler returned something that is not its message
+            log.error("edge: cannot serialize the response of %s: %r", st.method.path, type(response))
+            self.finish_status(st, rpc.INTERNAL, "Exception serializing response!")
+            return
+        sid = st.sid
+        dlen = len(body) + 5
+        tm = ctx.trailing_metadata if ctx is not None else None
+        if (not st.headers_sent and not tm and dlen <= self.send_conn_window and dlen <= st.send_window
+                and dlen <= self.peer_max_frame):
+            self.send_conn_window -= dlen
+            st.send_window -= dlen
+            st.headers_sent = True
+            self.emit(b"".join((
+                _HDR_PACK(0, _RESP_HEADERS_LEN, f.HEADERS, _FLAGS_EH, sid), _RESP_HEADERS,
+                _HDR_PACK(dlen >> 8, dlen & 0xFF, f.DATA, 0, sid), _MSG_PACK(0, dlen - 5), body,
+                _HDR_PACK(0, _TRAILERS_OK_LEN, f.HEADERS, _FLAGS_EH_ES, sid), _TRAILERS_OK)))
+            self._close_local(st)
+            return
+        if not st.headers_sent:
+            st.headers_sent = True
+            self.emit(_HDR_PACK(0, _RESP_HEADERS_LEN, f.HEADERS, _FLAGS_EH, sid) + _RESP_HEADERS)
+        self.send_message(st, body)
+        self._send_trailers(st, rpc.trailers_block(rpc.OK, "", tm) if tm else _TRAILERS_OK)
+
+    def _finish_ok(self, st: Stream) -> None:
+        ctx = st.ctx
+        if ctx is not None and ctx.code:
+            self.finish_status(st, ctx.code, ctx.details, ctx.trailing_metadata)
+        else:
+            self.finish_status(st, rpc.OK, "", ctx.trailing_metadata if ctx is not None else None)
+
+    def finish_status(self, st: Stream, code: int, message: str, trailing_metadata: Any = None) -> None:
+        if st.finished:
+            return
+        if st.headers_sent:
+            self._send_trailers(st, rpc.trailers_block(code, message, trailing_metadata))
+        else:
+            st.headers_sent = True
+            block = rpc.trailers_only_block(code, message, trailing_metadata)
+            self._send_trailers(st, block)
+
+    def _send_trailers(self, st: Stream, block: bytes) -> None:
+        if st.out_pending:
+            st.trailers = block  # after the queued DATA
+            st.finished = True
+            self._finish_call(st)
+            return
+        self.emit(self._header_frames(st.sid, block, True))
+        self._close_local(st)
+
+    def _header_frames(self, sid: int, block: bytes, end_stream: bool) -> bytes:
+        limit = self.peer_max_frame
+        es = f.END_STREAM if end_stream else 0
+        if len(block) <= limit:
+            return f.frame(f.HEADERS, f.END_HEADERS | es, sid, block)
+        parts = [f.frame(f.HEADERS, es, sid, block[:limit])]
+        for i in range(limit, len(block), limit):
+            last = i + limit >= len(block)
+            parts.append(f.frame(f.CONTINUATION, f.END_HEADERS if last else 0, sid, block[i:i + limit]))
+        return b"".join(parts)
+
+    def send_message(self, st: Stream, body: bytes) -> None:
+        dlen = len(body) + 5
+        if (not st.out_pending and dlen <= self.send_conn_window and dlen <= st.send_window
+                and dlen <= self.peer_max_frame):
+            self.send_conn_window -= dlen
+            st.send_window -= dlen
+            self.emit(b"".join((_HDR_PACK(dlen >> 8, dlen & 0xFF, f.DATA, 0, st.sid), _MSG_PACK(0, dlen - 5), body)))
+            return
+        if st.out_pending is None:
+            st.out_pending = collections.deque()
+        st.out_pending.append(_MSG_PACK(0, dlen - 5) + body)
+        st.out_bytes += dlen
+        self.flush_stream(st)
+
+    def flush_stream(self, st: Stream) -> None:
+        """Send as much queued DATA of ``st`` as the windows allow (then its trailers)."""
+        pending = st.out_pending
+        sid = st.sid
+        while pending:
+            avail = min(self.send_conn_window, st.send_window, self.peer_max_frame)
+            if avail <= 0:
+                self.blocked[sid] = st
+                return
+            chunk = pending[0]
+            off = st.out_offset
+            n = min(len(chunk) - off, avail)
+            if off == 0 and n == len(chunk):
+                piece = chunk
+                pending.popleft()
+            else:
+                piece = chunk[off:off + n]
+                if off + n == len(chunk):
+                    pending.popleft()
+                    st.out_offset = 0
+                else:
+                    st.out_offset = off + n
+            self.send_conn_window -= n
+            st.send_window -= n
+            st.out_bytes -= n
+            self.emit(_HDR_PACK(n >> 8, n & 0xFF, f.DATA, 0, sid) + piece)
+        self.blocked.pop(sid, None)
+        if st.trailers is not None:
+            block, st.trailers = st.trailers, None
+            self.emit(self._header_frames(sid, block, True))
+            self._close_local(st)
+        elif st.drain_waiter is not None and st.out_bytes <= STREAM_WRITE_BUFFER_BYTES_MAX:
+            st.wake()
+
+    def credit_stream(self, st: Stream, n: int) -> None:
+        if st.remote_closed or st.finished:
+            return
+        credit = st.recv_credit + n
+        if credit >= _STREAM_REFILL:
+            self.emit(f.window_update_frame(st.sid, credit))
+            st.recv_window += credit
+            credit = 0
+        st.recv_credit = credit
+
+    # --- stream ends ----------------------------------------------------------------------
+    def _finish_call(self, st: Stream) -> None:
+        """The call's outcome is decided: release its slot and run callbacks."""
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        self.server.open_rpcs -= 1
+        st.wake()
+        if st.done_callbacks:
+            cbs, st.done_callbacks = st.done_callbacks, []
+            for cb in cbs:
+                try:
+                    cb(st.ctx)
+                except Exception:  # noqa: BLE001
+                    log.exception("edge: done callback failed")
+
+    def _close_local(self, st: Stream) -> None:
+        """We sent END_STREAM."""
+        if not st.finished:
+            st.finished = True
+            self._finish_call(st)
+        if not st.remote_closed:
+            # the request half is still open (e.g. a Watch we ended): stop the client's sending
+            self.emit(f.rst_stream_frame(st.sid, f.NO_ERROR))
+        self._forget(st)
+
+    def _forget(self, st: Stream) -> None:
+        if self.streams.pop(st.sid, None) is not None:
+            self.blocked.pop(st.sid, None)
+            st.out_pending = None
+            if self.goaway_sent and not self.streams and not self.closed:
+                self.flush()
+                self.transport.close()
+
+    def _drop_stream(self, st: Stream) -> None:
+        """The stream is gone (client reset, connection lost): cancel its handler."""
+        st.cancelled = True
+        if not st.finished:
+            st.finished = True
+            self._finish_call(st)
+        if st.task is not None and not st.task.done():
+            st.task.cancel()
+        self.streams.pop(st.sid, None)
+        self.blocked.pop(st.sid, None)
+        st.out_pending = None
+        st.trailers = None
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        self.emit(f.rst_stream_frame(sid, code))
+        st = self.streams.get(sid)
+        if st is not None:
+            self._drop_stream(st)
+
+    def _reject(self, sid: int, end_stream: int, code: int, message: str) -> None:
+        """Answer a stream we do not open with a Trailers-Only response."""
+        self.emit(f.frame(f.HEADERS, _FLAGS_EH_ES, sid, rpc.trailers_only_block(code, message)))
+        if not end_stream:
+            self.emit(f.rst_stream_frame(sid, f.NO_ERROR))
+
+    def _reject_http(self, sid: int, end_stream: int, status: bytes) -> None:
+        self.emit(f.frame(f.HEADERS, _FLAGS_EH_ES, sid, hpack.encode_literal(b":status", status)))
+        if not end_stream:
+            self.emit(f.rst_stream_frame(sid, f.NO_ERROR))
