@@ -11,6 +11,7 @@ from geokv.api import convert, txnread, validate
 from geokv.api.status import unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 from geokv.kv import types as kvt
+from geokv.runtime.alarms import put_cost, txn_cost
 
 READ_MODE_KEY = "geokv-read-mode"
 MAX_STALENESS_KEY = "geokv-max-staleness-ms"
@@ -90,7 +91,13 @@ class KVService(rpc_pb2_grpc.KVServicer):
     @unary("Put")
     async def Put(self, request: rpc_pb2.PutRequest, context: grpc.aio.ServicerContext) -> rpc_pb2.PutResponse:
         validate.check_put(request, self.limits)
-        res = await self.member.propose(convert.put_from_pb(request))
+        gate = self.member.space_gate(put_cost(request.key, request.value))  # etcd's quota check
+        if gate is not None:
+            await gate
+        try:
+            res = await self.member.propose(convert.put_from_pb(request))
+        except errors.NoSpace:
+            await self.member.raise_nospace_alarm(refuse=True)  # the store's own quota refused it
         if isinstance(res, BaseException):
             raise res
         return convert.put_result_to_pb(res, self.member.header())
@@ -127,7 +134,13 @@ class KVService(rpc_pb2_grpc.KVServicer):
         if txnread.is_read_only(txn):
             res = await self._read_only_txn(txn, context)
         else:
-            res = await propose(self.member, txn)
+            gate = self.member.space_gate(txn_cost(txn))  # etcd's quota check
+            if gate is not None:
+                await gate
+            try:
+                res = await propose(self.member, txn)
+            except errors.NoSpace:
+                await self.member.raise_nospace_alarm(refuse=True)  # the store's own quota refused it
         ops = txn.success if res.succeeded else txn.failure
         return convert.txn_result_to_pb(res, self.member.header(), ops)
 

@@ -13,6 +13,7 @@ from geokv.api import convert, validate
 from geokv.api.maintenance import maybe_await
 from geokv.api.status import abort_with, unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from geokv.runtime.alarms import LEASE_OVERHEAD_BYTES
 
 log = logging.getLogger("geokv.api.lease")
 
@@ -37,7 +38,13 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         validate.check_lease_ttl(request.TTL)
         if request.ID < 0:
             raise errors.InvalidArgument("etcdserver: negative lease ID")
-        res = await self.member.lease_grant(request.TTL, lease_id=request.ID)
+        gate = self.member.space_gate(LEASE_OVERHEAD_BYTES)  # etcd's quota check
+        if gate is not None:
+            await gate
+        try:
+            res = await self.member.lease_grant(request.TTL, lease_id=request.ID)
+        except errors.NoSpace:
+            await self.member.raise_nospace_alarm(refuse=True)  # the store's own quota refused it
         if isinstance(res, BaseException):
             raise res
         return rpc_pb2.LeaseGrantResponse(header=self._header(_field(res, "revision", None)),

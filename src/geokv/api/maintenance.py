@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import logging
 import os
 import struct
 import tempfile
@@ -17,6 +18,8 @@ from geokv import errors
 from geokv.api import convert
 from geokv.api.status import stream, unary
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+log = logging.getLogger("geokv.api.maintenance")
 
 SNAPSHOT_CHUNK_BYTES = 32 * 1024  # etcd sends snapshots in 32 KiB pieces
 ETCD_VERSION = "3.4.0"  # the API level geokv speaks; etcd clients gate features on it
@@ -89,6 +92,16 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                 if isinstance(m, dict) and m.get("id") == g("leader"):
                     leader_region = m.get("region")
                     break
+        errs = [str(e) for e in (g("errors") or [])]
+        if not g("leader") and "etcdserver: no leader" not in errs:
+            errs.append("etcdserver: no leader")  # as etcd's Status reports it
+        alarm_errors = getattr(self.member, "alarm_status_errors", None)
+        if alarm_errors is not None:
+            errs.extend(e for e in alarm_errors() if e not in errs)
+        in_use = g("db_size_in_use")
+        store = getattr(self.member, "store", None)
+        if hasattr(store, "db_size_in_use"):
+            in_use = store.db_size_in_use()
         return rpc_pb2.StatusResponse(
             header=self._header(),
             version=str(g("version") or ETCD_VERSION),
@@ -97,8 +110,8 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftIndex=int(g("raft_index", 0) or 0),
             raftTerm=int(g("raft_term", g("term", 0)) or 0),
             raftAppliedIndex=int(g("raft_applied_index", 0) or 0),
-            errors=[str(e) for e in (g("errors") or [])],
-            dbSizeInUse=int(g("db_size_in_use", g("db_size", 0)) or 0),
+            errors=errs,
+            dbSizeInUse=int(in_use if in_use is not None else g("db_size", 0) or 0),
             isLearner=bool(g("is_learner", False)),
             region=str(g("region", "") or ""),
             zone=str(g("zone", "") or ""),
@@ -124,7 +137,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(self, request: rpc_pb2.AlarmRequest,
                     context: grpc.aio.ServicerContext) -> rpc_pb2.AlarmResponse:
         fn = self.member.alarms
-        if request.action == rpc_pb2.AlarmRequest.GET or not _accepts_args(fn):
+        if not _accepts_args(fn):
             alarms = await maybe_await(fn())
         else:
             alarms = await maybe_await(fn(request.action, request.memberID, request.alarm))
@@ -140,7 +153,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     @unary("Defragment")
     async def Defragment(self, request: rpc_pb2.DefragmentRequest,
                          context: grpc.aio.ServicerContext) -> rpc_pb2.DefragmentResponse:
-        await maybe_await(self.member.defragment())
+        freed = await maybe_await(self.member.defragment())
+        if isinstance(freed, dict):
+            log.info("defragment: %d -> %d bytes", freed.get("before_bytes", 0), freed.get("after_bytes", 0))
         return rpc_pb2.DefragmentResponse(header=self._header())
 
     @unary("MoveLeader")
