@@ -165,7 +165,8 @@ class AlarmMixin:
         self._space_checked_at = -1e18
         self._defrag_lock: asyncio.Lock | None = None
         self._alarm_stats = {"alarm_entries": 0, "alarm_syncs_adopted": 0, "nospace_refused": 0,
-                             "defrags": 0, "defrag_bytes_freed": 0}
+                             "defrags": 0, "defrag_bytes_freed": 0, "defrag_copies_stale": 0,
+                             "defrag_copies_in_driver": 0}
         self.apply_observers.append(self._observe_alarm_entries)
 
     def _alarm_path(self) -> str:
@@ -496,6 +497,7 @@ class AlarmMixin:
                     shutil.rmtree(tmp, ignore_errors=True)
                 if swapped:
                     break
+                self._alarm_stats["defrag_copies_stale"] += 1
             else:
                 raise errors.Timeout("etcdserver: defragment did not complete (snapshots kept running)")
             after = store.db_size()
@@ -522,6 +524,7 @@ class AlarmMixin:
                     fut.set_result(False)
                     return
                 if index is None:
+                    self._alarm_stats["defrag_copies_in_driver"] += 1
                     self._defrag_copy(tmp)
                 self._defrag_swap(tmp)
                 fut.set_result(True)
