@@ -1,18 +1,22 @@
-"""API-edge benchmark: geokv's etcd gRPC handlers vs a do-nothing grpcio server.
+"""API-edge benchmark: geokv's etcd gRPC handlers vs do-nothing servers, on both gRPC
+edges (grpcio's grpc.aio and geokv's native HTTP/2 edge, geokv.edge).
 
-Both servers are real processes on loopback, driven by the same grpc.aio load
+All servers are real processes on loopback, driven by the same grpc.aio load
 generator (one process, ``--concurrency`` requests in flight, ``--seconds`` per case):
 
-  donothing  bench/donothing_server.py (answers at once, stores nothing): the ceiling
-  geokv      one ``python -m geokv.runtime.serve`` member (LMDB, WAL, single-node Raft)
+  donothing         bench/donothing_server.py on grpcio (answers at once): the reference
+  donothing_native  the same servicers on the native edge
+  geokv             one ``python -m geokv.runtime.serve`` member, --grpc-edge grpcio
+  geokv_native      the same, --grpc-edge native
 
 For each case: ops/s, p50/p99 and the server's CPU microseconds per request
 (utime+stime from /proc over the measured window; stable under outside load).
 Cases: Range serializable (API edge + one LMDB read), Range linearizable (adds the
 ReadIndex barrier), Put (adds a Raft round with one WAL fsync per batch).
-The ratio geokv/donothing for serializable Range is the API edge's efficiency.
+Ratios are against the grpcio do-nothing server measured in the same run; "cpu eff" is
+its server CPU per request divided by the system's (above 1 = cheaper per request).
 
-    python bench/api_edge.py [--seconds 5] [--concurrency 64]
+    python bench/api_edge.py [--seconds 5] [--concurrency 64] [--systems donothing,geokv_native]
 
 Prints a table and a final line ``RESULT {json}``.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -127,9 +132,12 @@ def run_load(endpoint: str, case: str, seconds: float, concurrency: int, server_
 
 
 # --- servers ------------------------------------------------------------------------------
-def start_donothing() -> tuple[subprocess.Popen, str]:
+SYSTEMS = ("donothing", "donothing_native", "geokv", "geokv_native")
+
+
+def start_donothing(edge: str = "grpcio") -> tuple[subprocess.Popen, str]:
     port = free_ports(1)[0]
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "donothing_server.py"), str(port)],
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "donothing_server.py"), str(port), "--edge", edge],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import grpc
 
@@ -165,6 +173,11 @@ def _median_run(rs: list[dict]) -> dict:
     return dict(by_ops, cpu_us_per_op=cpu)
 
 
+def loadavg() -> list[float]:
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         _, _, endpoint, case, seconds, conc = sys.argv
@@ -174,48 +187,65 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--reps", type=int, default=3, help="alternating runs per case and system (median counts)")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
-    runs: dict[str, dict[str, list[dict]]] = {"donothing": {c: [] for c in cases},
-                                               "geokv": {c: [] for c in cases}}
-    # Both servers run at once and the cases alternate between them, so a burst of
-    # load from elsewhere on the machine hits both systems alike; the median run counts.
-    p, ep_ref = start_donothing()
+    systems = [s for s in args.systems.split(",") if s]
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad:
+        sys.exit(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS)}")
+    if "donothing" not in systems:
+        systems.insert(0, "donothing")  # the reference is always measured
+    runs: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in cases} for s in systems}
+    load_before = loadavg()
+    # All servers run at once and the cases alternate between them, so a burst of load
+    # from elsewhere on the machine hits every system alike; the median run counts.
+    procs: list[subprocess.Popen] = []
+    endpoints: dict[str, tuple[str, int]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="geokv-bench-") as base:
-            with LocalCluster(1, base) as c:
-                c.wait_ready(READY_TIMEOUT_S)
-                ep_geo = c.endpoints[0].removeprefix("http://")
-                for _rep in range(args.reps):
-                    for case in cases:
-                        runs["donothing"][case].append(run_load(ep_ref, case, args.seconds, args.concurrency, p.pid))
-                        runs["geokv"][case].append(run_load(ep_geo, case, args.seconds, args.concurrency,
-                                                            c.pid(0)))
+        with tempfile.TemporaryDirectory(prefix="geokv-bench-") as base, contextlib.ExitStack() as stack:
+            for system in systems:
+                if system.startswith("donothing"):
+                    p, ep = start_donothing("native" if system.endswith("_native") else "grpcio")
+                    procs.append(p)
+                    endpoints[system] = (ep, p.pid)
+                else:
+                    edge = "native" if system.endswith("_native") else "grpcio"
+                    c = stack.enter_context(LocalCluster(1, os.path.join(base, system),
+                                                         extra_args=["--grpc-edge", edge]))
+                    c.wait_ready(READY_TIMEOUT_S)
+                    endpoints[system] = (c.endpoints[0].removeprefix("http://"), c.pid(0))
+            for _rep in range(args.reps):
+                for case in cases:
+                    for system in systems:
+                        ep, pid = endpoints[system]
+                        runs[system][case].append(run_load(ep, case, args.seconds, args.concurrency, pid))
     finally:
-        stop(p)
+        for p in procs:
+            stop(p)
+    load_after = loadavg()
     results = {system: {case: _median_run(rs) for case, rs in by_case.items()} for system, by_case in runs.items()}
 
-    print(f"{'case':<22}{'system':<11}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/op':>11}"
+    print(f"load average before {load_before}, after {load_after} (2 cores, shared)")
+    print(f"{'case':<22}{'system':<18}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/op':>11}"
           f"{'ops/s vs ref':>14}{'cpu eff':>9}")
-    summary = {}
+    summary: dict[str, dict] = {}
     for case in cases:
-        ref = results["donothing"][case]["ops_s"]
-        for system in ("donothing", "geokv"):
+        ref = results["donothing"][case]
+        summary[case] = {}
+        for system in systems:
             r = results[system][case]
-            ratio = r["ops_s"] / ref if ref else 0.0
-            eff = results["donothing"][case]["cpu_us_per_op"] / r["cpu_us_per_op"] if r["cpu_us_per_op"] else 0.0
-            print(f"{case:<22}{system:<11}{r['ops_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            ratio = r["ops_s"] / ref["ops_s"] if ref["ops_s"] else 0.0
+            eff = ref["cpu_us_per_op"] / r["cpu_us_per_op"] if r["cpu_us_per_op"] else 0.0
+            print(f"{case:<22}{system:<18}{r['ops_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{r['cpu_us_per_op']:>11.1f}{ratio:>13.2f}x{eff:>8.2f}x")
-        summary[case] = {"donothing_ops_s": round(ref, 1), "geokv_ops_s": round(results["geokv"][case]["ops_s"], 1),
-                         "ratio": round(results["geokv"][case]["ops_s"] / ref, 3) if ref else 0.0,
-                         "geokv_p99_ms": round(results["geokv"][case]["p99_ms"], 2),
-                         "donothing_cpu_us_per_op": round(results["donothing"][case]["cpu_us_per_op"], 1),
-                         "geokv_cpu_us_per_op": round(results["geokv"][case]["cpu_us_per_op"], 1),
-                         "cpu_efficiency": round(results["donothing"][case]["cpu_us_per_op"]
-                                                 / max(1e-9, results["geokv"][case]["cpu_us_per_op"]), 3)}
+            summary[case][system] = {"ops_s": round(r["ops_s"], 1), "p50_ms": round(r["p50_ms"], 2),
+                                     "p99_ms": round(r["p99_ms"], 2), "cpu_us_per_op": round(r["cpu_us_per_op"], 1),
+                                     "ops_ratio_vs_donothing": round(ratio, 3), "cpu_efficiency": round(eff, 3)}
     print("RESULT " + json.dumps({"bench": "api_edge", "seconds": args.seconds, "reps": args.reps,
-                                  "concurrency": args.concurrency, "cases": summary}))
+                                  "concurrency": args.concurrency, "loadavg_before": load_before,
+                                  "loadavg_after": load_after, "cases": summary}))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 It is the ceiling of any Python server that sits behind grpcio's default path on this
 machine: whatever geokv does behind its gRPC edge can only make it slower than this.
+With ``--edge native`` the same servicers run on geokv's native edge (geokv.edge): the
+ceiling of a server behind that edge. The environment variable GEOKV_GRPC_EDGE picks
+the edge when the flag is absent (so bench/bench_server.py can run either).
 
-    python bench/donothing_server.py PORT [MAX_CONCURRENT_RPCS]
+    python bench/donothing_server.py PORT [MAX_CONCURRENT_RPCS] [--edge grpcio|native]
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -52,12 +56,20 @@ class DoNothingMaintenance(rpc_pb2_grpc.MaintenanceServicer):
         return rpc_pb2.StatusResponse(header=self.kv._header(), version="3.4.0", leader=1, raft_index=1, raft_term=1)
 
 
-async def serve(port: int, max_concurrent_rpcs: int | None = None) -> None:
-    server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs)
+async def serve(port: int, max_concurrent_rpcs: int | None = None, edge: str = "grpcio") -> None:
+    if edge == "native":
+        from geokv.edge import EdgeServer
+
+        server = EdgeServer(max_concurrent_rpcs=max_concurrent_rpcs or 1 << 30)
+    else:
+        server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs)
     kv = DoNothingKV(member_id=port)
     rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(DoNothingMaintenance(kv), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if edge == "native":
+        await server.add_port("127.0.0.1", port)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,16 +80,24 @@ async def serve(port: int, max_concurrent_rpcs: int | None = None) -> None:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
+    args = sys.argv[1:]
+    edge = os.environ.get("GEOKV_GRPC_EDGE") or "grpcio"
+    if "--edge" in args:
+        i = args.index("--edge")
+        edge = args[i + 1] if i + 1 < len(args) else ""
+        del args[i:i + 2]
+    if edge not in ("grpcio", "native"):
+        sys.exit(f"donothing_server: --edge must be grpcio or native, got {edge!r}")
+    port = int(args[0])
     # optional: grpc.aio's maximum_concurrent_rpcs, to measure what that bound costs
-    max_rpcs = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    max_rpcs = int(args[1]) if len(args) > 1 else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(port, max_rpcs))
+    asyncio.run(serve(port, max_rpcs, edge))
 
 
 if __name__ == "__main__":
