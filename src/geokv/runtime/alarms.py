@@ -126,6 +126,14 @@ def alarm_string(member_id: int, alarm: int) -> str:
     return f"memberID:{member_id} alarm:{ALARM_NAMES.get(alarm, str(alarm))} "
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -265,7 +273,7 @@ class AlarmMixin:
             else:
                 self._alarm_check_restored(first - 1)
             self._alarm_seen = ents[-1].index
-            if self._alarm_watch_task is None:
+            if self._alarm_watch_task is None and _loop_running():
                 self._alarm_watch_task = asyncio.ensure_future(self._alarm_watch_restores())
             if not self._alarm_known and self._alarm_sync_task is None:
                 self._alarm_start_sync()  # after a restart in the unknown state
@@ -368,7 +376,7 @@ class AlarmMixin:
 
     def _alarm_spawn(self, op: list) -> None:
         """Propose ``op`` in the background (from the driver: must not block or raise)."""
-        if self._alarm_inflight >= ALARM_PROPOSALS_MAX:
+        if self._alarm_inflight >= ALARM_PROPOSALS_MAX or not _loop_running():
             return  # the requester asks again after ALARM_SYNC_RETRY_S
 
         async def run() -> None:
@@ -386,12 +394,8 @@ class AlarmMixin:
         if restart and self._alarm_sync_task is not None:
             self._alarm_sync_task.cancel()
             self._alarm_sync_task = None
-        if self._alarm_sync_task is not None:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not started yet: the first observed batch starts it
+        if self._alarm_sync_task is not None or not _loop_running():
+            return  # (no loop: not started yet; the first observed batch starts it)
         self._alarm_sync_task = asyncio.ensure_future(self._alarm_sync())
 
     async def _alarm_sync(self) -> None:
