@@ -6,11 +6,13 @@ import pytest
 FAST_RTT = "us-east:eu-west=20ms,us-east:ap-south=40ms,eu-west:ap-south=30ms,eu-central:us-east=25ms,eu-central:eu-west=5ms,eu-central:ap-south=30ms"
 
 
+FAST_PLACEMENT_ARGS = ["--leader-return-delay", "1s", "--leader-cooldown", "2s"]
+
+
 @pytest.fixture
-def fast_placement(monkeypatch):
-    """Shorter placement delays for the server processes the test starts."""
-    monkeypatch.setenv("GEOKV_LEADER_RETURN_DELAY_S", "1")
-    monkeypatch.setenv("GEOKV_LEADER_COOLDOWN_S", "2")
+def fast_placement() -> list[str]:
+    """Server flags: shorter placement delays for the processes the test starts."""
+    return list(FAST_PLACEMENT_ARGS)
 
 
 @pytest.fixture

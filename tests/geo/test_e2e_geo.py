@@ -22,7 +22,8 @@ def endpoints(cluster, regions):
 
 
 def test_leader_moves_to_preferred_region_and_back_after_failover(tmp_path, fast_placement, fast_rtt, sturdy_plan):
-    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["ap-south", "eu-west"], rtt=fast_rtt, plan=sturdy_plan) as c:
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["ap-south", "eu-west"], rtt=fast_rtt, plan=sturdy_plan,
+                           extra_args=fast_placement) as c:
         c.wait_ready()
         eps = endpoints(c, REGIONS)
         wait_leader(eps, 30, region="ap-south")
@@ -44,9 +45,9 @@ def test_leader_moves_to_preferred_region_and_back_after_failover(tmp_path, fast
         assert resp.kvs[0].value == b"written during the outage"
 
 
-def test_follow_the_writes_moves_the_leader_to_the_writing_region(tmp_path, fast_placement, fast_rtt, sturdy_plan, monkeypatch):
-    monkeypatch.setenv("GEOKV_FOLLOW_WRITES_DWELL_S", "1")
-    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["follow-writes", "us-east"], rtt=fast_rtt, plan=sturdy_plan) as c:
+def test_follow_the_writes_moves_the_leader_to_the_writing_region(tmp_path, fast_placement, fast_rtt, sturdy_plan):
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["follow-writes", "us-east"], rtt=fast_rtt,
+                           plan=sturdy_plan, extra_args=fast_placement + ["--follow-writes-dwell", "1s"]) as c:
         c.wait_ready()
         eps = endpoints(c, REGIONS)
         wait_leader(eps, 30, region="us-east")
@@ -70,7 +71,8 @@ def test_follow_the_writes_moves_the_leader_to_the_writing_region(tmp_path, fast
 
 def test_learners_never_vote_nor_lead(tmp_path, fast_placement, fast_rtt, sturdy_plan):
     # The learner sits in the most preferred region: placement must still never pick it.
-    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["eu-central", "us-east"], rtt=fast_rtt, plan=sturdy_plan) as c:
+    with start_geo_cluster(REGIONS, base_dir=str(tmp_path), leader_preference=["eu-central", "us-east"], rtt=fast_rtt, plan=sturdy_plan,
+                           extra_args=fast_placement) as c:
         c.wait_ready()
         li = c.add_member(region="eu-central", learner=True)
         eps = endpoints(c, REGIONS + ["eu-central"])

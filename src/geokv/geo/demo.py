@@ -128,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"  voters: {', '.join(regions)}" + (f"; learners: {', '.join(learners)}" if learners else ""))
         say("  RTTs: " + ", ".join(f"{a}/{b} {table.rtt_ms(a, b):.0f} ms"
                                   for i, a in enumerate(regions + learners) for b in (regions + learners)[i + 1:]))
-        say(f"  timeouts from RTTs: heartbeat {plan.heartbeat_interval_ms:.0f} ms, election {plan.election_timeout_ms:.0f} ms")
+        say(f"  timeouts derived from the RTTs and applied at runtime: heartbeat {plan.heartbeat_interval_ms:.0f} ms, "
+            f"election {plan.election_timeout_ms:.0f} ms")
         say(f"  leader preference: {', '.join(preference)}")
         say()
         say(f"[1/4] starting {len(regions) + len(learners)} server processes ...")
         t0 = time.monotonic()
         cluster = start_geo_cluster(regions, base_dir=base_dir, leader_preference=preference,
-                                    rtt=args.rtt or None, plan=plan)
+                                    rtt=args.rtt or None)
         cluster.wait_ready(STARTUP_TIMEOUT_S)
         for r in learners:
             cluster.add_member(region=r, learner=True)

@@ -1,31 +1,43 @@
-"""The geo side of a server process: leader placement and election bias on a live Member.
+"""The geo side of a server process: timeouts, election ranges and leader placement on a
+live Member.
 
 ``GeoService(member, cfg)`` is created by the server before ``member.start()``:
 
-* ``install()`` swaps the member's random generator for a ``BiasedElectionRng`` (same
-  seed semantics), so once the voters' regions are known the voter closest to a quorum
-  draws the earliest election timeouts and wins elections after a failure.
-* ``start()`` runs a task that, every ``PLACEMENT_INTERVAL_S``: re-ranks the voters by
-  RTT to a quorum (measured RTTs from the transport where known, the region table
-  otherwise); and, on the leader only, feeds a ``ClusterView`` to ``LeaderPlacement`` and
-  transfers leadership when it says so (``--leader-preference``). It also warns when the
-  measured RTT p99 calls for longer timeouts than the configured ones.
+* ``install()`` registers an apply observer (``member.apply_observers``) that counts
+  applied writes by origin member when follow-the-writes is on.
+* ``start()`` runs a task that, every ``PLACEMENT_INTERVAL_S``:
+  - timeouts (only when the user set neither --heartbeat-interval nor --election-timeout,
+    ``member.timeouts_adjustable``): the leader derives the plan (geo.timeouts) from the
+    region RTT table, refined by its measured RTTs and their spread, with hysteresis;
+    followers adopt the plan the leader announces in its heartbeats
+    (``raft_status().leader_timing``). Lease safety across the change is the Raft core's
+    (the leader announces its lease hold); see geokv.raft.raft.
+  - election ranges: ranks the voters by RTT to a quorum of the survivors (from the shared
+    RTT table, so all members agree) and gives this voter its slot, so the voter closest
+    to a quorum wins the election after a leader failure.
+  - both go to the Raft node through ``member.set_raft_timing(heartbeat, election, range)``.
+  - on the leader only, feeds a ``ClusterView`` to ``LeaderPlacement`` and transfers
+    leadership when it says so (``--leader-preference``).
 
 Follow the writes (opt-in): ``--leader-preference follow-writes[,region...]`` counts
 applied writes by origin region and moves the leader to the region issuing most of
 them (with hysteresis; the listed regions are the fallback while writes are few).
 
-Tuning knobs without flags (environment, seconds): ``GEOKV_LEADER_RETURN_DELAY_S``,
-``GEOKV_LEADER_COOLDOWN_S``, ``GEOKV_FOLLOW_WRITES_DWELL_S``.
+Placement delays are flags (``--leader-return-delay``, ``--leader-cooldown``,
+``--follow-writes-dwell``); the GEOKV_* environment variables of earlier versions are
+gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
+
+import msgpack
+
+from geokv.raft.types import EntryType
 
 from .placement import (
     COOLDOWN_S_DEFAULT,
@@ -37,7 +49,8 @@ from .placement import (
     MemberState,
     parse_placement_spec,
 )
-from .timeouts import BiasedElectionRng, TimeoutPlan, TimeoutTuner, derive_timeouts, election_slot_ticks
+from .timeouts import (RttStats, TimeoutPlan, TimeoutTuner, derive_for_topology,
+                       election_slot_ticks)
 from .topology import MemberPlacement, Topology
 from .wan import RttError, build_rtt_table
 
@@ -49,19 +62,6 @@ TIMEOUT_WARN_INTERVAL_S = 60.0   # at most one "timeouts too short" warning per 
 PLACEMENT_LOG_INTERVAL_S = 30.0  # repeat an unchanged placement reason this often
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise RttError(f"{name}={raw!r} is not a number of seconds") from None
-    if v < 0:
-        raise RttError(f"{name} must be >= 0")
-    return v
-
-
 class GeoService:
     def __init__(self, member: Any, cfg: Any) -> None:
         self.member = member
@@ -70,79 +70,55 @@ class GeoService:
         self.placement = LeaderPlacement(
             preference=preference,
             follow_writes=follow_writes,
-            return_delay_s=_env_float("GEOKV_LEADER_RETURN_DELAY_S", RETURN_DELAY_S_DEFAULT),
-            cooldown_s=_env_float("GEOKV_LEADER_COOLDOWN_S", COOLDOWN_S_DEFAULT),
-            follow_writes_dwell_s=_env_float("GEOKV_FOLLOW_WRITES_DWELL_S", FOLLOW_WRITES_DWELL_S_DEFAULT),
+            return_delay_s=float(getattr(cfg, "leader_return_delay_s", RETURN_DELAY_S_DEFAULT)),
+            cooldown_s=float(getattr(cfg, "leader_cooldown_s", COOLDOWN_S_DEFAULT)),
+            follow_writes_dwell_s=float(getattr(cfg, "follow_writes_dwell_s", FOLLOW_WRITES_DWELL_S_DEFAULT)),
         )
         try:
             self.table = build_rtt_table(getattr(cfg, "rtt", "") or None)
         except RttError:
             self.table = build_rtt_table(None)
-        hb = float(getattr(cfg, "heartbeat_interval_ms", 100))
-        el = float(getattr(cfg, "election_timeout_ms", 1000))
-        self.election_tick = max(2, round(el / hb))
-        self.tuner = TimeoutTuner(TimeoutPlan(hb, el))
-        self.rng: BiasedElectionRng | None = None
+        self.configured_plan = TimeoutPlan(float(getattr(cfg, "heartbeat_interval_ms", 100)),
+                                           float(getattr(cfg, "election_timeout_ms", 1000)))
+        self.rtt_stats = RttStats()
+        self.tuner: TimeoutTuner | None = None     # the leader's plan (auto timeouts only)
+        self.plan = self.configured_plan           # the plan this member runs with
+        self.slot: tuple[int, int] | None = None   # this voter's election range (ticks)
+        self._applied: tuple | None = None         # what set_raft_timing last accepted
+        self.timing_changes = 0
         self._task: asyncio.Task[None] | None = None
         self._last_warn_s = -TIMEOUT_WARN_INTERVAL_S
         self.transfers = 0
         self.writes_by_origin: dict[int, int] = {}   # origin member id -> writes applied
-        self.write_counter_installed = ""
+        self.write_counter_installed = False
         self._last_reason_kind = ""
         self._last_reason_log_s = 0.0
 
     # --- wiring -------------------------------------------------------------------------
     def install(self) -> None:
-        """Before ``member.start()``: give the Raft core the biased election generator and,
-        with follow-the-writes on, count applied writes by the region they came from."""
-        if hasattr(self.member, "_rng"):
-            self.rng = BiasedElectionRng(self.election_tick, seed=self.member._rng.getrandbits(64))
-            self.member._rng = self.rng
+        """Before ``member.start()``: with follow-the-writes on, count applied writes by the
+        member (hence region) they came from."""
         if self.placement.follow_writes:
-            self._install_write_counter()
+            observers = getattr(self.member, "apply_observers", None)
+            if observers is None:
+                log.warning("geo: follow-writes is on but the member has no apply observers; "
+                            "the leader will follow the static preference only")
+                return
+            observers.append(self._count_writes)
+            self.write_counter_installed = True
 
-    # The runtime's apply step, newest name first: called with the committed entries first.
-    APPLY_HOOK_NAMES = ("_apply_entries", "_apply")
-
-    def _install_write_counter(self) -> None:
-        """Wrap the member's apply step: entry data is msgpack [origin id, request id, cmd]
-        (runtime/member.py), so the origin member, hence region, of each write is known.
-        A proper runtime hook (an apply observer getting origin ids) would replace this."""
-        import inspect
-
-        import msgpack
-
-        from geokv.raft.types import EntryType
-
-        name = next((n for n in self.APPLY_HOOK_NAMES if callable(getattr(self.member, n, None))), None)
-        if name is None:
-            log.warning("geo: follow-writes is on but the member has no apply step to observe; "
-                        "the leader will follow the static preference only")
-            return
-        apply = getattr(self.member, name)
+    def _count_writes(self, ents: Any) -> None:
+        """Apply observer (driver task: cheap, never raises). Entry data of a NORMAL entry
+        is msgpack [origin id, request id, command] (runtime/member.py)."""
         counts = self.writes_by_origin
-
-        def count(ents: Any) -> None:
-            for e in ents:
-                if e.type == EntryType.NORMAL and e.data:
-                    try:
-                        origin = msgpack.unpackb(e.data, raw=False)[0]
-                    except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData):
-                        continue
-                    if isinstance(origin, int):
-                        counts[origin] = counts.get(origin, 0) + 1
-
-        if inspect.iscoroutinefunction(apply):
-            async def counting_apply(ents: Any, *args: Any, **kw: Any) -> Any:
-                count(ents)
-                return await apply(ents, *args, **kw)
-        else:
-            def counting_apply(ents: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[misc]
-                count(ents)
-                return apply(ents, *args, **kw)
-
-        setattr(self.member, name, counting_apply)
-        self.write_counter_installed = name
+        for e in ents:
+            if e.type == EntryType.NORMAL and e.data:
+                try:
+                    origin = msgpack.unpackb(e.data, raw=False)[0]
+                except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData):
+                    continue
+                if isinstance(origin, int):
+                    counts[origin] = counts.get(origin, 0) + 1
 
     def _feed_writes(self, now: float) -> None:
         if not self.writes_by_origin:
@@ -179,19 +155,7 @@ class GeoService:
                 log.warning("geo: placement step failed: %r", e)
 
     async def _raft_status(self) -> Any | None:
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        def grab(rn: Any) -> None:
-            if not fut.done():
-                fut.set_result(rn.status())
-
-        add = getattr(self.member, "_add_action", None)
-        if add is None or not add(grab):
-            return None
-        try:
-            return await asyncio.wait_for(fut, STATUS_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return None
+        return await self.member.raft_status(STATUS_TIMEOUT_S)
 
     def _regions(self) -> dict[int, str]:
         regions = {self.member.id: self.member.region}
@@ -220,88 +184,108 @@ class GeoService:
             topo = topo.with_measured({(self.member.id, pid): ms for pid, ms in transport.rtt_ms().items()})
         return topo
 
-    def _rank(self, topo: Topology, leader_id: int) -> None:  # raises RttError
-        """Rank this voter among the followers: who should win if the leader dies.
-
-        The leader itself is left out (its election timer does not run while it leads),
-        so the best follower gets the earliest slot.
-        """
+    def _slot(self, topo: Topology, leader_id: int, election_tick: int) -> tuple[int, int] | None:  # raises RttError
+        """This voter's election range among the followers: who should win if the leader
+        dies. The leader ranks among all voters (its range matters once it steps down)."""
         voter_ids = {m.id for m in topo.voters}
-        if self.rng is None or self.member.id not in voter_ids:
-            return
-        # A follower ranks among the followers. The leader ranks among all voters, so that
-        # when it steps down (transfer) it is not left with a stale or uniform range.
+        if self.member.id not in voter_ids:
+            return None
         exclude = {leader_id} if leader_id in voter_ids and leader_id != self.member.id else set()
         transport = getattr(self.member, "transport", None)
         if exclude and transport is not None and not transport.connected(leader_id):
-            return   # the leader may be failing right now: keep the ranks everyone agreed on
+            return self.slot   # the leader may be failing right now: keep the agreed ranks
         ranks = topo.quorum_closeness_rank(exclude)   # RttError: the caller tries other RTTs
         n = len(ranks)
-        rank = ranks[self.member.id]
-        tick_ms = float(getattr(self.cfg, "heartbeat_interval_ms", 100))
         survivors = [m.id for m in topo.voters if m.id not in exclude]
-        max_peer = max((topo.rtt_member_ms(a, b) for a in [*exclude, *survivors] for b in survivors), default=0.0)
         best = min(ranks, key=lambda k: ranks[k])
-        slot = election_slot_ticks(rank, n, self.election_tick, tick_ms, max_peer,
-                                   topo.quorum_rtt_without_ms(best, exclude))
-        if self.rng.slot != slot:
-            log.info("geo: election rank %d of %d followers (RTT to a quorum without the leader %.0f ms): "
-                     "timeout %d..%d ticks", rank, n, topo.quorum_rtt_without_ms(self.member.id, exclude), *slot)
-            self.rng.set_slot(*slot)
-            self._redraw_election_timeout()
-
-    def _redraw_election_timeout(self) -> None:
-        """Make the new slot count now: Raft redraws its timeout only when it resets (term
-        change, new role), so ask the driver to redraw it (elapsed ticks are kept)."""
-        add = getattr(self.member, "_add_action", None)
-
-        def redraw(rn: Any) -> None:
-            raft = getattr(rn, "raft", None)
-            fn = getattr(raft, "reset_randomized_election_timeout", None)
-            if fn is not None:
-                fn()
-
-        if add is not None:
-            add(redraw)
+        max_peer = max((topo.rtt_member_ms(a, b) for a in [*exclude, *survivors] for b in survivors), default=0.0)
+        skew = 0.0
+        for lead in exclude:
+            for f in survivors:
+                if f != best:
+                    skew = max(skew, (topo.rtt_member_ms(lead, f) - topo.rtt_member_ms(lead, best)
+                                      - topo.rtt_member_ms(best, f)) / 2.0)
+        slot = election_slot_ticks(ranks[self.member.id], n, election_tick, float(self.member.tick_ms),
+                                   skew_ms=skew, quorum_rtt_ms=topo.quorum_rtt_without_ms(best, exclude),
+                                   max_peer_rtt_ms=max_peer)
+        if slot != self.slot:
+            log.info("geo: election rank %d of %d (RTT to a quorum without the leader %.0f ms): "
+                     "timeout %d..%d ticks of %.0f ms", ranks[self.member.id], n,
+                     topo.quorum_rtt_without_ms(self.member.id, exclude), *slot, self.member.tick_ms)
+        return slot
 
     def _check_timeouts(self, topo: Topology, now: float) -> None:
-        if now - self._last_warn_s < TIMEOUT_WARN_INTERVAL_S:
-            return
-        if not topo.voters or self.member.id not in {m.id for m in topo.members}:
+        """User-set timeouts are never changed; warn when the RTTs call for longer ones."""
+        if now - self._last_warn_s < TIMEOUT_WARN_INTERVAL_S or not topo.voters:
             return
         try:
-            max_peer = topo.max_peer_rtt_ms(self.member.id)
-            quorum = max(topo.quorum_rtt_ms(m.id) for m in topo.voters)
+            need = derive_for_topology(topo, self.rtt_stats.spread_ms())
         except RttError:
             return
-        need = derive_timeouts(max_peer, quorum)
-        el = float(getattr(self.cfg, "election_timeout_ms", 0))
-        if el and el < need.election_timeout_ms:
+        el = self.configured_plan.election_timeout_ms
+        if el < need.election_timeout_ms:
             self._last_warn_s = now
             log.warning("geo: --election-timeout %.0f ms is below the %.0f ms the RTTs call for "
                         "(heartbeat %.0f ms); expect spurious elections", el, need.election_timeout_ms,
                         need.heartbeat_interval_ms)
 
-    def _tune(self, now: float, n_voters: int) -> None:
-        """Feed the transport's RTT estimates to the tuner; log when its plan changes.
-
-        The Raft core's ticks are fixed at start, so the plan is advisory (logged, and in
-        ``recommended_plan``) until the runtime can retune a live member.
-        """
+    def _observe_rtts(self) -> None:
         transport = getattr(self.member, "transport", None)
-        if transport is None or n_voters == 0:
-            return
-        for pid, ms in transport.rtt_ms().items():
-            self.tuner.observe_rtt(pid, ms)
-        plan = self.tuner.update(now, n_voters)
+        if transport is not None:
+            for pid, ms in transport.rtt_ms().items():
+                self.rtt_stats.observe(pid, ms)
+
+    def _leader_plan(self, table_topo: Topology | None, topo: Topology | None, now: float) -> TimeoutPlan:
+        """The leader decides: the table's plan at first (the best estimate before any
+        measurement), then the measured RTTs' (p50 for this member's links, the table for
+        the others, spread of the measurements), through the tuner's hysteresis."""
+        if self.tuner is None:
+            if table_topo is None:
+                return self.plan
+            try:
+                initial = derive_for_topology(table_topo)
+            except RttError:
+                return self.plan
+            self.tuner = TimeoutTuner(initial)
+            log.info("geo: timeouts from the RTT table: heartbeat %.0f ms, election %.0f ms",
+                     initial.heartbeat_interval_ms, initial.election_timeout_ms)
+            return initial
+        if topo is None:
+            return self.tuner.plan
+        p50 = self.rtt_stats.p50_ms()
+        if not p50:
+            return self.tuner.plan      # not enough samples yet: the table's plan stands
+        try:
+            measured = topo.with_measured({(self.member.id, pid): ms for pid, ms in p50.items()})
+            cand = derive_for_topology(measured, self.rtt_stats.spread_ms())
+        except RttError:
+            return self.tuner.plan
+        plan = self.tuner.offer(now, cand)
         if self.tuner.changed:
-            log.warning("geo: measured RTTs call for heartbeat %.0f ms, election timeout %.0f ms "
-                        "(configured %s / %s ms)", plan.heartbeat_interval_ms, plan.election_timeout_ms,
-                        getattr(self.cfg, "heartbeat_interval_ms", "?"), getattr(self.cfg, "election_timeout_ms", "?"))
+            log.warning("geo: measured RTTs call for heartbeat %.0f ms, election timeout %.0f ms",
+                        plan.heartbeat_interval_ms, plan.election_timeout_ms)
+        return plan
+
+    def _apply_timing(self, plan: TimeoutPlan, slot: tuple[int, int] | None) -> None:
+        key = (plan, slot)
+        if key == self._applied:
+            return
+        try:
+            self.member.set_raft_timing(plan.heartbeat_interval_ms, plan.election_timeout_ms, slot)
+        except ValueError as e:
+            log.warning("geo: cannot apply heartbeat %.0f ms / election %.0f ms (range %s): %s",
+                        plan.heartbeat_interval_ms, plan.election_timeout_ms, slot, e)
+            return
+        if self._applied is None or self._applied[0] != plan:
+            log.info("geo: Raft timeouts now heartbeat %.0f ms, election %.0f ms",
+                     plan.heartbeat_interval_ms, plan.election_timeout_ms)
+            self.timing_changes += 1
+        self._applied = key
+        self.plan, self.slot = plan, slot
 
     @property
     def recommended_plan(self) -> TimeoutPlan:
-        return self.tuner.plan
+        return self.tuner.plan if self.tuner is not None else self.plan
 
     async def step(self) -> int | None:
         """One evaluation; returns the transfer target if a transfer was started."""
@@ -311,20 +295,33 @@ class GeoService:
         voters = list(st.config.voters)
         learners = list(st.config.learners)
         topo = self.topology(voters, learners)
+        # Decisions all members must agree on (ranks) come from the shared RTT table;
+        # measured RTTs stand in only for pairs the table does not know.
+        table_topo = self.topology(voters, learners, measured=False) if topo is not None else None
         now = time.monotonic()
+        self._observe_rtts()
+        tick_ms = float(self.member.tick_ms)
+        plan = self.plan
+        if getattr(self.member, "timeouts_adjustable", False):
+            if self.member.is_leader:
+                plan = self._leader_plan(table_topo, topo, now)
+            elif st.leader_timing[1] > 0:
+                plan = TimeoutPlan(st.leader_timing[0] * tick_ms, st.leader_timing[1] * tick_ms)
+        elif topo is not None:
+            self._check_timeouts(topo, now)
+        slot = self.slot
         if topo is not None:
-            # Ranks must agree between members, so they come from the shared RTT table;
-            # measured RTTs stand in only for pairs the table does not know.
-            table_topo = self.topology(voters, learners, measured=False)
+            _hb, election_tick = plan.ticks(tick_ms)
             try:
-                self._rank(table_topo or topo, st.leader_id)
+                slot = self._slot(table_topo or topo, st.leader_id, election_tick)
             except RttError:
                 try:
-                    self._rank(topo, st.leader_id)
+                    slot = self._slot(topo, st.leader_id, election_tick)
                 except RttError:
                     pass   # some pair has no RTT yet: keep the current range
-            self._check_timeouts(topo, now)
-        self._tune(now, len(voters))
+            if slot is not None and slot[0] < election_tick:
+                slot = None
+        self._apply_timing(plan, slot)
         self._feed_writes(now)
         if not self.member.is_leader or not (self.placement.preference or self.placement.follow_writes):
             return None

@@ -1,47 +1,67 @@
-"""Heartbeat and election timeouts derived from measured RTTs, and biased election ranges.
+"""Heartbeat and election timeouts derived from RTTs, and per-voter election ranges.
 
-Safe margins (why the numbers are what they are):
+The derivation rule (what each margin is for):
 
-* Heartbeat interval >= max RTT to a peer / 2 (and >= ``HEARTBEAT_MIN_MS``). A heartbeat
-  then takes at most one interval to land anywhere, so the pipeline of heartbeats is
-  never more than one deep; shorter intervals only burn CPU and WAN bandwidth without
-  making failure detection any faster than the RTT allows.
-* Election timeout = max(``ELECTION_HEARTBEAT_RATIO`` x heartbeat,
-  ``ELECTION_QUORUM_FACTOR`` x (max RTT to a quorum + fsync p99)). Ten heartbeats
-  (etcd's ratio) means several consecutive heartbeats must be lost before a follower
-  campaigns; the quorum term makes sure a candidate can finish a vote round (RTT to its
-  quorum plus the voters' fsync of the vote) several times over before anybody else
-  times out, so elections converge instead of splitting.
-* Never shrink below what the measured p99 supports: the plan is computed from p99 RTTs
-  and p99 fsync, not means. Growth applies at once (a too-short timeout causes spurious
-  elections, which is the failure to avoid); shrinking needs the lower value to hold
-  for ``SHRINK_HOLD_S`` and to be at least ``SHRINK_HYSTERESIS`` lower (no see-saw).
-* Biased randomization: Raft draws each follower's election timeout from
-  [E, 2E). Here each follower gets a slot by its rank: its RTT to a quorum of the
-  survivors (the leader is left out: it is the one that fails). The follower closest to a
-  quorum fires first -- just after the other followers' leader leases have expired, or
-  its pre-vote would be refused -- and, as it also gathers votes fastest, it becomes the
-  leader; the next rank starts only after the first could have finished its election.
-  Slots do not overlap, which also makes split votes rarer. See ``election_slot_ticks``. ``BiasedElectionRng``
-  plugs this into ``raft.Config.rng`` (the core draws ``randrange(election_tick)`` for the
-  random part of its timeout).
+* Heartbeat interval ``h`` = ``HEARTBEAT_MS`` (50 ms), whatever the RTT. Peer links are
+  TCP: a heartbeat is delayed, never lost, and heartbeats are pipelined, so a follower
+  sees one every ``h`` plus the variation of the delay; the RTT only shifts the stream.
+  A shorter ``h`` detects a dead leader sooner at a small cost (N-1 tiny messages per
+  ``h``).
+* Election timeout ``E`` = ``h`` + ``J`` + ``q``, rounded up to ``ROUND_TO_MS``:
+  - ``J``, the jitter allowance: how much later than ``h`` after its predecessor a
+    heartbeat may arrive. ``max(JITTER_FLOOR_MS, JITTER_RTT_FACTOR x (p99 - p50 RTT))``:
+    the floor covers pauses of a server process on a busy host (GC, CPU contention, a
+    slow fsync in the driver loop); the measured spread covers the network's (from the
+    transport's smoothed RTT, sampled once per placement interval, at least
+    ``RTT_MIN_SAMPLES`` of them: connection set-up must not count). A follower that waits
+    ``h + J`` without a heartbeat does not yet suspect the leader.
+  - ``q``, the largest typical (p50) RTT from a voter to its nearest quorum: a leader anywhere
+    gets a quorum's answer to a heartbeat before the lease from its previous one runs out
+    (``E`` - drift), so lease reads (the default for linearizable reads) are continuously
+    valid, and CheckQuorum always sees the quorum within one ``E``.
+  Never above ``ELECTION_MAX_MS`` (the start value: a restarted member refuses votes for
+  that long, which must cover any lease a leader may have been granted).
+* Failover then takes about: the silence that triggers the first follower
+  (``E`` + its slot margin, below) + a pre-vote round + a vote round (two RTTs to a quorum
+  of survivors) + the first put's own path. For us-east / eu-west / ap-south (75 / 190 /
+  120 ms) with the leader in us-east killed: E = 50 + 100 + 120 = 270 ms; eu-west fires at
+  ~310 ms after its last heartbeat, wins after 2 x 120 ms, and a put from ap-south (forward,
+  replicate, acknowledge, learn the commit: 4 x 60 ms) completes about 0.9 s after the
+  kill; one from eu-west about 0.7 s.
+* No election storms: PreVote and CheckQuorum are on. A follower whose heartbeats are
+  late beyond ``E`` only sends pre-votes, which members that still hear the leader refuse
+  (and the leader itself refuses), so neither the term nor the leader changes.
+* Adapting: growth applies at once (a too-short timeout causes spurious campaigns);
+  shrinking needs the lower value to hold for ``SHRINK_HOLD_S`` and to be at least
+  ``SHRINK_HYSTERESIS`` lower (no see-saw).
+* Runtime changes are lease-safe in the Raft core (geokv.raft.raft: the leader announces
+  its lease hold in heartbeats), so the leader decides the plan and the followers adopt
+  it from its heartbeats, in any order.
+
+Election ranges (``election_slot_ticks``): Raft draws each follower's election timeout
+from [E, 2E). Here each voter gets a slot by its rank: its RTT to a quorum of the
+survivors if the leader fails. Rank 0 fires first, as early as the other followers'
+refusal windows allow, and, as it also gathers votes fastest, becomes the leader; the next
+rank starts only after rank 0 could have finished its election. Slots do not overlap.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
-HEARTBEAT_MIN_MS = 50.0            # floor for loopback clusters (no WAN)
+HEARTBEAT_MS = 50.0                # derived heartbeat interval (TCP: delayed, not lost)
+HEARTBEAT_MIN_MS = 10.0            # below this the driver would spend its time ticking
 HEARTBEAT_MAX_MS = 5_000.0
-ELECTION_HEARTBEAT_RATIO = 10      # election timeout >= this many heartbeats (etcd's ratio)
-ELECTION_QUORUM_FACTOR = 4.0       # election timeout >= this many vote rounds
-FSYNC_P99_DEFAULT_MS = 10.0        # assumed fsync p99 before any measurement
+JITTER_FLOOR_MS = 100.0            # pauses of a busy server process (GC, CPU, fsync stalls)
+JITTER_RTT_FACTOR = 1.5            # x (p99 - p50) of the measured (smoothed) RTT
+ELECTION_MAX_MS = 1_000.0          # = the start value of auto timeouts (restart vote embargo)
 ROUND_TO_MS = 10.0                 # plans are multiples of this (stable numbers, fewer changes)
 SHRINK_HYSTERESIS = 0.2            # shrink only if the new plan is >= 20% lower ...
 SHRINK_HOLD_S = 60.0               # ... and stayed so for this long
-RTT_WINDOW_MAX_SAMPLES = 512       # per-peer samples kept for the p99
+RTT_WINDOW_MAX_SAMPLES = 512       # per-peer samples kept for the percentiles
+RTT_MIN_SAMPLES = 30               # per peer, before measurements may change the plan
+SLOT_JITTER_MS = 30.0              # rank 0 fires this long after the others' refusal ends
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,45 +69,39 @@ class TimeoutPlan:
     heartbeat_interval_ms: float
     election_timeout_ms: float
 
-    @property
-    def heartbeat_tick(self) -> int:
-        return 1
-
-    @property
-    def tick_ms(self) -> float:
-        """The driver's tick: one heartbeat interval."""
-        return self.heartbeat_interval_ms
-
-    @property
-    def election_tick(self) -> int:
-        return max(2, math.ceil(self.election_timeout_ms / self.heartbeat_interval_ms))
+    def ticks(self, tick_ms: float) -> tuple[int, int]:
+        """(heartbeat ticks, election ticks) for a tick of ``tick_ms``."""
+        hb = max(1, round(self.heartbeat_interval_ms / tick_ms))
+        return hb, max(hb + 1, math.ceil(self.election_timeout_ms / tick_ms - 1e-9))
 
 
 def _round_up(ms: float) -> float:
-    return math.ceil(ms / ROUND_TO_MS) * ROUND_TO_MS
+    return math.ceil(ms / ROUND_TO_MS - 1e-9) * ROUND_TO_MS
 
 
 def derive_timeouts(
-    max_peer_rtt_ms: float,
     max_quorum_rtt_ms: float,
-    fsync_p99_ms: float = FSYNC_P99_DEFAULT_MS,
+    rtt_spread_ms: float = 0.0,
+    *,
+    heartbeat_ms: float = HEARTBEAT_MS,
+    election_max_ms: float = ELECTION_MAX_MS,
 ) -> TimeoutPlan:
-    """The plan for the given p99 RTTs (see the module docstring for the margins)."""
-    assert max_peer_rtt_ms >= 0 and max_quorum_rtt_ms >= 0 and fsync_p99_ms >= 0
-    heartbeat = min(HEARTBEAT_MAX_MS, max(HEARTBEAT_MIN_MS, _round_up(max_peer_rtt_ms / 2.0)))
-    election = max(
-        ELECTION_HEARTBEAT_RATIO * heartbeat,
-        _round_up(ELECTION_QUORUM_FACTOR * (max_quorum_rtt_ms + fsync_p99_ms)),
-    )
-    return TimeoutPlan(heartbeat_interval_ms=heartbeat, election_timeout_ms=election)
+    """The plan for a cluster whose slowest voter reaches a quorum in ``max_quorum_rtt_ms``
+    (p50) and whose RTTs vary by ``rtt_spread_ms`` (p99 - p50). See the module docstring."""
+    assert max_quorum_rtt_ms >= 0 and rtt_spread_ms >= 0
+    h = min(HEARTBEAT_MAX_MS, max(HEARTBEAT_MIN_MS, heartbeat_ms))
+    jitter = max(JITTER_FLOOR_MS, JITTER_RTT_FACTOR * rtt_spread_ms)
+    election = _round_up(h + jitter + max_quorum_rtt_ms)
+    election = min(election, max(election_max_ms, 2 * h))
+    return TimeoutPlan(heartbeat_interval_ms=h, election_timeout_ms=election)
 
 
-def derive_for_topology(topology, fsync_p99_ms: float = FSYNC_P99_DEFAULT_MS) -> TimeoutPlan:
-    """One plan for the whole cluster (all members must agree on the heartbeat)."""
-    ids = [m.id for m in topology.members]
-    max_peer = max((topology.max_peer_rtt_ms(i) for i in ids), default=0.0)
-    max_quorum = max((topology.quorum_rtt_ms(m.id) for m in topology.voters), default=0.0)
-    return derive_timeouts(max_peer, max_quorum, fsync_p99_ms)
+def derive_for_topology(topology, rtt_spread_ms: float = 0.0, **kw) -> TimeoutPlan:
+    """One plan for the whole cluster: any voter may lead, so the slowest quorum counts."""
+    quorum = max((topology.quorum_rtt_ms(m.id) for m in topology.voters), default=0.0)
+    if not math.isfinite(quorum):
+        quorum = 0.0
+    return derive_timeouts(quorum, rtt_spread_ms, **kw)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -98,68 +112,58 @@ def percentile(samples: list[float], q: float) -> float:
     return s[k]
 
 
-class TimeoutTuner:
-    """Adapts a ``TimeoutPlan`` to RTT and fsync samples, with hysteresis.
+class RttStats:
+    """Per-peer RTT samples in a bounded window: p50, p99 and the spread. Peers with
+    fewer than ``min_samples`` samples are not reported."""
 
-    Feed samples with ``observe_rtt(peer, ms)`` / ``observe_fsync(ms)``; call
-    ``update(now_s, quorum_rtt_ms_p99)`` to get the plan in force. ``changed`` tells
-    whether the last update changed it.
-    """
-
-    def __init__(self, initial: TimeoutPlan, *, window: int = RTT_WINDOW_MAX_SAMPLES) -> None:
-        self.plan = initial
+    def __init__(self, window: int = RTT_WINDOW_MAX_SAMPLES, min_samples: int = RTT_MIN_SAMPLES) -> None:
         self._window = window
+        self._min = min_samples
         self._rtt: dict[int, list[float]] = {}
-        self._fsync: list[float] = []
-        self._lower_since_s: float | None = None
-        self.changed = False
 
-    def observe_rtt(self, peer_id: int, rtt_ms: float) -> None:
+    def observe(self, peer_id: int, rtt_ms: float) -> None:
         buf = self._rtt.setdefault(peer_id, [])
         buf.append(rtt_ms)
         if len(buf) > self._window:
             del buf[: len(buf) - self._window]
 
-    def observe_fsync(self, ms: float) -> None:
-        self._fsync.append(ms)
-        if len(self._fsync) > self._window:
-            del self._fsync[: len(self._fsync) - self._window]
+    def _ready(self):
+        return [(p, v) for p, v in self._rtt.items() if v and len(v) >= self._min]
 
-    def rtt_p99_ms(self) -> dict[int, float]:
-        return {p: percentile(v, 99) for p, v in self._rtt.items() if v}
+    def p50_ms(self) -> dict[int, float]:
+        return {p: percentile(v, 50) for p, v in self._ready()}
 
-    def candidate(self, n_voters: int) -> TimeoutPlan | None:
-        """The plan the current samples support; None without RTT samples."""
-        p99 = self.rtt_p99_ms()
-        if not p99:
-            return None
-        ordered = sorted(p99.values())
-        # quorum of n voters: this member + (q - 1) nearest peers.
-        need = max(0, n_voters // 2)  # q - 1
-        quorum = ordered[min(need, len(ordered)) - 1] if need else 0.0
-        fsync = percentile(self._fsync, 99) if self._fsync else FSYNC_P99_DEFAULT_MS
-        return derive_timeouts(ordered[-1], quorum, fsync)
+    def p99_ms(self) -> dict[int, float]:
+        return {p: percentile(v, 99) for p, v in self._ready()}
 
-    def update(self, now_s: float, n_voters: int) -> TimeoutPlan:
+    def spread_ms(self) -> float:
+        """The largest p99 - p50 over the peers (0 without enough samples)."""
+        return max((percentile(v, 99) - percentile(v, 50) for _p, v in self._ready()), default=0.0)
+
+
+class TimeoutTuner:
+    """Hysteresis over candidate plans: ``offer(now_s, candidate)`` returns the plan in
+    force; ``changed`` tells whether that call changed it."""
+
+    def __init__(self, initial: TimeoutPlan) -> None:
+        self.plan = initial
+        self._lower_since_s: float | None = None
         self.changed = False
-        cand = self.candidate(n_voters)
-        if cand is None:
-            return self.plan
+
+    def offer(self, now_s: float, cand: TimeoutPlan) -> TimeoutPlan:
+        self.changed = False
         cur = self.plan
-        grows = cand.heartbeat_interval_ms > cur.heartbeat_interval_ms or cand.election_timeout_ms > cur.election_timeout_ms
-        if grows:
-            # Safety first: never run with timeouts below what the p99 supports. Take the
-            # larger of each number, so growth of one never shrinks the other.
-            self.plan = TimeoutPlan(
-                max(cand.heartbeat_interval_ms, cur.heartbeat_interval_ms),
-                max(cand.election_timeout_ms, cur.election_timeout_ms),
-            )
+        if cand.election_timeout_ms > cur.election_timeout_ms:
+            self.plan = cand     # safety first: never run below what the RTTs call for
             self._lower_since_s = None
-            self.changed = self.plan != cur
+            self.changed = True
             return self.plan
         much_lower = cand.election_timeout_ms <= cur.election_timeout_ms * (1.0 - SHRINK_HYSTERESIS)
         if not much_lower:
             self._lower_since_s = None
+            if cand.heartbeat_interval_ms != cur.heartbeat_interval_ms:
+                self.plan = TimeoutPlan(cand.heartbeat_interval_ms, cur.election_timeout_ms)
+                self.changed = True
             return self.plan
         if self._lower_since_s is None:
             self._lower_since_s = now_s
@@ -171,60 +175,34 @@ class TimeoutTuner:
         return self.plan
 
 
-# --- biased election ranges -----------------------------------------------------------
+# --- election ranges -------------------------------------------------------------------
 def election_slot_ticks(
     rank: int, n_followers: int, election_tick: int, tick_ms: float,
-    max_peer_rtt_ms: float = 0.0, quorum_rtt_ms: float = 0.0,
+    *, skew_ms: float = 0.0, quorum_rtt_ms: float = 0.0, max_peer_rtt_ms: float = 0.0,
 ) -> tuple[int, int]:
-    """The [lo, hi) election timeout (in ticks) for the follower of ``rank`` (0 = closest
-    to a quorum of the survivors), all bounds >= ``election_tick``.
+    """The [lo, hi) election timeout (ticks) for the voter of ``rank`` (0 = closest to a
+    quorum of the survivors); every bound is >= ``election_tick``.
 
-    * Rank 0 fires first, but not before the others' leader leases have run out: a
-      follower refuses (pre-)votes while ``election_elapsed < election_tick`` since its
-      last heartbeat, and heartbeats reach followers up to one one-way delay apart, and
-      elapsed ticks lag real time by up to one tick. So rank 0 waits
-      ``1 + ceil(max one-way delay / tick)`` ticks beyond ``election_tick``; its slot is two
-      ticks wide (two members that both believe they rank 0 still separate).
+    * Rank 0 fires first, but not before the other followers stop refusing its pre-vote:
+      each refuses for ``election_tick`` of its ticks after its last heartbeat. The leader's
+      last heartbeat reaches a follower f d(L, f) after it was sent, and rank 0's pre-vote
+      reaches f d(L, r) + T + d(r, f) after it; by the triangle inequality that is never
+      earlier, so only ``skew_ms`` = max over f of d(L, f) - d(L, r) - d(r, f) (> 0 only for
+      RTT tables that are not metric) is added, plus one tick of tick phase and
+      ``SLOT_JITTER_MS`` of arrival jitter. Its slot is two ticks wide.
     * Rank 1 starts a gap later that lets rank 0 finish its pre-vote and vote rounds (two
       quorum RTTs) and its first heartbeats reach everyone (one one-way delay), plus a tick.
     * Ranks >= 1 get slots of ``max(2, ceil(election_tick / n_followers))`` ticks in order.
     """
     assert n_followers > 0 and 0 <= rank < n_followers and election_tick > 0 and tick_ms > 0
-    one_way_ticks = math.ceil(max_peer_rtt_ms / 2.0 / tick_ms)
-    lo0 = election_tick + 1 + one_way_ticks
-    hi0 = lo0 + 2
     if n_followers == 1:
         return (election_tick, 2 * election_tick)   # nobody to be ordered against: plain Raft
+    margin = 1 + math.ceil((max(0.0, skew_ms) + SLOT_JITTER_MS) / tick_ms)
+    lo0 = election_tick + margin
+    hi0 = lo0 + 2
     if rank == 0:
         return (lo0, hi0)
     gap = math.ceil((2.0 * quorum_rtt_ms + max_peer_rtt_ms / 2.0) / tick_ms) + 1
     width = max(2, math.ceil(election_tick / n_followers))
     lo = hi0 + gap + (rank - 1) * width
     return (lo, lo + width)
-
-
-class BiasedElectionRng(random.Random):
-    """A seeded ``random.Random`` whose election-timeout draws come from this voter's slot.
-
-    Raft cores draw the random part of the election timeout as ``randrange(election_tick)``
-    and add ``election_tick``. This generator returns values that put the timeout in the
-    slot set by ``set_slot`` (see ``election_slot_ticks``); every other draw (any other
-    ``randrange`` call, ``getrandbits``, ``random``...) is the ordinary seeded generator, so
-    it can replace the runtime's rng. Until a slot is set, draws are uniform (plain Raft).
-    """
-
-    def __init__(self, election_tick: int, seed: int | None = None) -> None:
-        super().__init__(seed)
-        assert election_tick > 0
-        self.election_tick = election_tick
-        self.slot: tuple[int, int] | None = None
-
-    def set_slot(self, lo: int, hi: int) -> None:
-        assert self.election_tick <= lo < hi
-        self.slot = (lo, hi)
-
-    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
-        if stop is not None or step != 1 or start != self.election_tick or self.slot is None:
-            return super().randrange(start, stop, step)
-        lo, hi = self.slot
-        return lo - start + super().randrange(hi - lo)
