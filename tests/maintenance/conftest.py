@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from geokv.testing.cluster import LocalCluster
+from geokv.testing.ports import free_ports
 
 QUOTA_BYTES = 1 << 20  # 1 MiB: a few dozen 20 KB values fill it
 CLUSTER_START_TIMEOUT_S = 60.0
@@ -24,6 +25,7 @@ ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 class QuotaCluster:
     local: LocalCluster
     base_dir: str
+    metrics: list[str]
 
     @property
     def endpoints(self) -> list[str]:
@@ -42,15 +44,19 @@ class QuotaCluster:
 
 def _start_once() -> QuotaCluster:
     base = tempfile.mkdtemp(prefix="geokv-maint-")
-    lc = LocalCluster(3, base, extra_args=["--quota-backend-bytes", str(QUOTA_BYTES)])
+    lc = LocalCluster(3, base, extra_args=["--quota-backend-bytes", str(QUOTA_BYTES)], start=False)
+    metrics = [f"http://127.0.0.1:{p}" for p in free_ports(3)]
     try:
+        for i, url in enumerate(metrics):
+            lc.specs[i].extra_args = ["--listen-metrics-urls", url]
+            lc.restart(i)
         lc.wait_ready(CLUSTER_START_TIMEOUT_S)
     except BaseException as exc:
         logs = "\n".join(f"--- {lc.names[i]} ---\n{lc.tail_log(i, 3000)}" for i in range(3))
         lc.stop()
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"cluster did not start: {exc}\n{logs}") from None
-    return QuotaCluster(lc, base)
+    return QuotaCluster(lc, base, metrics)
 
 
 @pytest.fixture(scope="module")

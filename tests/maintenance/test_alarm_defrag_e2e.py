@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.error
+import urllib.request
 
 import grpc
 
@@ -33,6 +35,16 @@ def _alarm_lines(c, i: int) -> list[str]:
 def _assert_nospace(cp) -> None:
     assert cp.returncode != 0, f"write accepted under NOSPACE:\n{cp.stdout}"
     assert NOSPACE_TEXT in cp.stderr, cp.stderr
+
+
+def _health(c, i: int) -> dict:
+    """/health's document; an unhealthy member answers 503, as etcd does."""
+    try:
+        with urllib.request.urlopen(c.metrics[i] + "/health", timeout=RPC_TIMEOUT_S) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503
+        return json.loads(exc.read())
 
 
 def _db_file_bytes(c, i: int) -> int:
@@ -67,6 +79,7 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
     for i in range(3):
         assert _alarm_lines(c, i) == [expected]
         assert f"{expected} " in _status(c, i)["errors"]
+        assert _health(c, i)["health"] == "false"  # etcd 3.4: any alarm fails /health
 
     # 3. Every member refuses writes that cost space (etcd's capped applier) ...
     for i in range(3):
@@ -116,6 +129,7 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
     for i in range(3):
         assert _alarm_lines(c, i) == []
         assert not any("NOSPACE" in e for e in _status(c, i).get("errors", []))
+        assert _health(c, i)["health"] == "true"
         assert c.etcdctl("put", f"after/{i}", "ok", endpoint=i).stdout.strip() == "OK"
     lease = c.etcdctl("lease", "grant", "100", endpoint=0)
     assert "granted with TTL" in lease.stdout

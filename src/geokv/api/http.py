@@ -47,6 +47,9 @@ async def health_of(member: Any) -> tuple[bool, str]:
         return False, f"applied state lags the leader by {lag} ms"
     if st.get("errors"):
         return False, "; ".join(str(e) for e in st["errors"])
+    alarms = getattr(member, "alarm_status_errors", None)
+    if alarms is not None and alarms():  # etcd 3.4: any active alarm makes /health false
+        return False, "alarm: " + "; ".join(a.strip() for a in alarms())
     return True, ""
 
 
