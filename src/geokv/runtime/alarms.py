@@ -328,8 +328,8 @@ class AlarmMixin:
                     self._alarm_start_sync(restart=True)
                 else:
                     self._alarm_pending.append([index, kind, member_id, alarm])
-            if origin == self.id and len(self._alarm_outcomes) < ALARM_OUTCOMES_MAX:
-                self._alarm_outcomes[nonce] = changed
+            if nonce and origin == self.id and len(self._alarm_outcomes) < ALARM_OUTCOMES_MAX:
+                self._alarm_outcomes[nonce] = changed  # nonce 0: nobody waits for it
             if changed:
                 log.warning("%s: alarm %s %s (entry %d)", self.name,
                             "raised" if kind == _OP_ACTIVATE else "disarmed", alarm_string(member_id, alarm), index)
@@ -417,7 +417,8 @@ class AlarmMixin:
                 self._alarm_known = True
                 self._alarm_save()
         finally:
-            self._alarm_sync_task = None
+            if self._alarm_sync_task is asyncio.current_task():
+                self._alarm_sync_task = None
 
     async def _alarm_request(self, action: int = ACTION_GET, member_id: int = 0,
                              alarm: int = ALARM_NONE) -> list[tuple[int, int]]:
@@ -433,8 +434,10 @@ class AlarmMixin:
             raise errors.InvalidArgument(f"etcdserver: unknown alarm type {alarm}")
         nonce = next(self._alarm_nonces)
         kind = _OP_ACTIVATE if action == ACTION_ACTIVATE else _OP_DEACTIVATE
-        await self._alarm_propose([kind, int(member_id), int(alarm), nonce])
-        changed = self._alarm_outcomes.pop(nonce, False)
+        try:
+            await self._alarm_propose([kind, int(member_id), int(alarm), nonce])
+        finally:
+            changed = self._alarm_outcomes.pop(nonce, False)
         return [(int(member_id), int(alarm))] if changed else []
 
     # --- the space quota --------------------------------------------------------------
@@ -468,7 +471,7 @@ class AlarmMixin:
             fut = self._alarm_activation
             if fut is None or fut.done():
                 fut = self._alarm_activation = asyncio.ensure_future(
-                    self._alarm_propose([_OP_ACTIVATE, self.id, ALARM_NOSPACE, next(self._alarm_nonces)]))
+                    self._alarm_propose([_OP_ACTIVATE, self.id, ALARM_NOSPACE, 0]))
             try:
                 await asyncio.shield(fut)
             except errors.GeoKVError as exc:
