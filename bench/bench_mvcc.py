@@ -9,10 +9,17 @@ so both sides read from mapped pages).  Then it compacts the first generation aw
 third round of writes runs while the compaction is pending (each write does its share
 of it), and Noops finish the rest.
 
-The reference is raw LMDB with the same settings (sync off, one write txn per batch,
-one read txn per get) on the same keys and values.  Reference and MVCC work alternate
+Last, one DeleteRange removes --delete-keys keys (what ``etcdctl check perf`` ends
+with): one revision, one tombstone and one change-log row per key, one event each.
+
+The reference is raw LMDB with the same settings (sync off, the store's writemap
+setting, one write txn per batch, one read txn per get) on the same keys and values;
+its delete removes the same keys in one write txn.  Reference and MVCC work alternate
 batch by batch (reads: chunk by chunk), so both see the same load on a shared machine.
-Prints a table and a final ``RESULT {json}`` line.
+Every figure is given twice: per wall-clock second, and per CPU second of this process
+(``time.process_time``, user + system), which the other work on a shared machine
+disturbs much less; the load average is printed beside them.  Prints a table and a
+final ``RESULT {json}`` line.
 """
 
 from __future__ import annotations
@@ -28,12 +35,35 @@ import time
 
 import lmdb
 
+from geokv.kv import store as kv_store
 from geokv.kv.store import MVCCStore
-from geokv.kv.types import Compact, Noop, Put, Range
+from geokv.kv.types import Compact, DeleteRange, Noop, Put, Range
 
 KEY_BYTES = 256
 VALUE_BYTES = 1024
 READ_CHUNK = 1000  # reads timed per side before switching to the other
+GOAL_PUTS_PER_S = 50_000
+GOAL_READS_PER_S = 100_000
+
+
+class Clock:
+    """Accumulated wall-clock and CPU seconds of the timed sections."""
+
+    def __init__(self) -> None:
+        self.wall_s = 0.0
+        self.cpu_s = 0.0
+
+    def __enter__(self) -> Clock:
+        self._w0, self._c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_s += time.perf_counter() - self._w0
+        self.cpu_s += time.process_time() - self._c0
+
+    def rates(self, n: int) -> tuple[float, float]:
+        """(ops per wall second, ops per CPU second)."""
+        return n / self.wall_s, n / max(self.cpu_s, 1e-9)
 
 
 def make_key(i: int) -> bytes:
@@ -58,7 +88,8 @@ def rss_bytes() -> dict[str, int]:
 
 class Raw:
     def __init__(self, path: str) -> None:
-        self.env = lmdb.open(path, map_size=64 << 30, sync=False, metasync=False, readahead=False, max_dbs=2)
+        self.env = lmdb.open(path, map_size=64 << 30, sync=False, metasync=False, readahead=False, max_dbs=2,
+                             writemap=kv_store.LMDB_WRITEMAP)
         self.db = self.env.open_db(b"raw")
 
     def put_batch(self, pairs: list[tuple[bytes, bytes]]) -> None:
@@ -70,30 +101,38 @@ class Raw:
         with self.env.begin(db=self.db) as txn:
             return txn.get(k)
 
+    def delete_range(self, lo: bytes, hi: bytes) -> int:
+        """Delete every key in [lo, hi) in one write txn; returns how many."""
+        n = 0
+        with self.env.begin(write=True, db=self.db) as txn:
+            cur = txn.cursor()
+            ok = cur.set_range(lo)
+            while ok and cur.key() < hi:
+                ok = cur.delete()
+                n += 1
+        return n
+
     def db_bytes(self) -> int:
         return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
 
 
-def write_phase(raw: Raw | None, store: MVCCStore, n: int, batch: int, gen: int, index: int):
-    """Put keys 0..n-1 (generation gen) on both sides; returns (raw s, mvcc s, index)."""
-    t_raw = t_mvcc = 0.0
+def write_phase(raw: Raw, store: MVCCStore, n: int, batch: int, gen: int, index: int):
+    """Put keys 0..n-1 (generation gen) on both sides; returns (raw clock, mvcc clock, index)."""
+    c_raw, c_mvcc = Clock(), Clock()
     for lo in range(0, n, batch):
         pairs = [(make_key(i), make_value(i, gen)) for i in range(lo, min(lo + batch, n))]
         items = []
         for k, v in pairs:
             index += 1
             items.append((index, Put(k, v)))
-        if raw is not None:
-            t0 = time.perf_counter()
+        with c_raw:
             raw.put_batch(pairs)
-            t_raw += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        store.apply_batch(items)
-        t_mvcc += time.perf_counter() - t0
-    return t_raw, t_mvcc, index
+        with c_mvcc:
+            store.apply_batch(items)
+    return c_raw, c_mvcc, index
 
 
-def run(base: str, n: int, batch: int, read_keys: list[bytes]) -> tuple[dict, dict]:
+def run(base: str, n: int, batch: int, read_keys: list[bytes], delete_keys: int) -> tuple[dict, dict]:
     raw = Raw(os.path.join(base, "raw"))
     store = MVCCStore(os.path.join(base, "mvcc"), quota_bytes=16 << 30)
     r: dict = {}
@@ -101,33 +140,31 @@ def run(base: str, n: int, batch: int, read_keys: list[bytes]) -> tuple[dict, di
     index = 0
     rss0 = rss_bytes()
     for phase, gen in (("insert", 0), ("update", 1)):
-        t_raw, t_mvcc, index = write_phase(raw, store, n, batch, gen, index)
-        r[f"{phase}_per_s"] = n / t_raw
-        m[f"{phase}_per_s"] = n / t_mvcc
+        c_raw, c_mvcc, index = write_phase(raw, store, n, batch, gen, index)
+        r[f"{phase}_per_s"], r[f"{phase}_per_cpu_s"] = c_raw.rates(n)
+        m[f"{phase}_per_s"], m[f"{phase}_per_cpu_s"] = c_mvcc.rates(n)
     rss1 = rss_bytes()
     assert store.revision == 2 * n + 1
     for k in read_keys:  # warm the page mappings, as on a server that has been up a while
         raw.get(k)
         store.get(k)
-    t_raw = t_range = t_get = 0.0
+    c_raw, c_range, c_get = Clock(), Clock(), Clock()
     got = 0
     for lo in range(0, len(read_keys), READ_CHUNK):
         chunk = read_keys[lo : lo + READ_CHUNK]
-        t0 = time.perf_counter()
-        for k in chunk:
-            raw.get(k)
-        t1 = time.perf_counter()
-        for k in chunk:
-            got += len(store.range(Range(k)).kvs)
-        t2 = time.perf_counter()
-        for k in chunk:
-            store.get(k)
-        t3 = time.perf_counter()
-        t_raw, t_range, t_get = t_raw + t1 - t0, t_range + t2 - t1, t_get + t3 - t2
+        with c_raw:
+            for k in chunk:
+                raw.get(k)
+        with c_range:
+            for k in chunk:
+                got += len(store.range(Range(k)).kvs)
+        with c_get:
+            for k in chunk:
+                store.get(k)
     assert got == len(read_keys)
-    r["read_per_s"] = len(read_keys) / t_raw
-    m["read_per_s"] = len(read_keys) / t_range
-    m["get_per_s"] = len(read_keys) / t_get
+    r["read_per_s"], r["read_per_cpu_s"] = c_raw.rates(len(read_keys))
+    m["read_per_s"], m["read_per_cpu_s"] = c_range.rates(len(read_keys))
+    m["get_per_s"], m["get_per_cpu_s"] = c_get.rates(len(read_keys))
     rss2 = rss_bytes()
     r["db_bytes"] = raw.db_bytes()
     m["db_bytes"] = store.db_size()
@@ -136,9 +173,9 @@ def run(base: str, n: int, batch: int, read_keys: list[bytes]) -> tuple[dict, di
     index += 1
     store.apply_batch([(index, Compact(store.revision))])
     w = min(n, 100_000)
-    t_raw, t_mvcc, index = write_phase(raw, store, w, batch, 2, index)
-    r["update2_per_s"] = w / t_raw
-    m["update_while_compacting_per_s"] = w / t_mvcc
+    c_raw, c_mvcc, index = write_phase(raw, store, w, batch, 2, index)
+    r["update2_per_s"], r["update2_per_cpu_s"] = c_raw.rates(w)
+    m["update_while_compacting_per_s"], m["update_while_compacting_per_cpu_s"] = c_mvcc.rates(w)
     t0 = time.perf_counter()
     chunk_s = []
     while store.compaction_pending:
@@ -151,6 +188,23 @@ def run(base: str, n: int, batch: int, read_keys: list[bytes]) -> tuple[dict, di
     m["compact_noop_ms_max"] = max(chunk_s, default=0.0) * 1000
     with store.env.begin() as txn:
         m["kv_rows_after_compact"] = txn.stat(store._kv)["entries"]
+    # One DeleteRange over the first d keys (as etcdctl check perf ends), against raw
+    # LMDB deleting the same keys in one write txn.
+    d = min(n, delete_keys)
+    lo, hi = make_key(0), make_key(d)
+    c_raw, c_mvcc = Clock(), Clock()
+    with c_raw:
+        assert raw.delete_range(lo, hi) == d
+    index += 1
+    with c_mvcc:
+        [(res, events)] = store.apply_batch([(index, DeleteRange(lo, hi, prev_kv=True))])
+    assert res.deleted == d and len(events) == d and len(res.prev_kvs) == d
+    del res, events
+    r["delete_keys"] = m["delete_keys"] = d
+    r["delete_per_s"], r["delete_per_cpu_s"] = c_raw.rates(d)
+    m["delete_per_s"], m["delete_per_cpu_s"] = c_mvcc.rates(d)
+    m["delete_apply_s"] = c_mvcc.wall_s
+    m["delete_apply_cpu_s"] = c_mvcc.cpu_s
     m["rss_anon_growth_bytes"] = rss1["RssAnon"] - rss0["RssAnon"]
     m["rss_after_reads_bytes"] = rss2["VmRSS"]
     m["rss_file_after_reads_bytes"] = rss2["RssFile"]
@@ -159,36 +213,54 @@ def run(base: str, n: int, batch: int, read_keys: list[bytes]) -> tuple[dict, di
     return r, m
 
 
+def loadavg() -> float:
+    return os.getloadavg()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--reads", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--delete-keys", type=int, default=100_000, help="keys one DeleteRange removes")
     ap.add_argument("--dir", default=None, help="where the two databases go (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    if args.keys < 1 or args.batch < 1 or args.reads < 1:
-        ap.error("--keys, --reads and --batch must be >= 1")
+    if args.keys < 1 or args.batch < 1 or args.reads < 1 or args.delete_keys < 1:
+        ap.error("--keys, --reads, --batch and --delete-keys must be >= 1")
+    load_start = loadavg()
     base = tempfile.mkdtemp(prefix="geokv-bench-", dir=args.dir)
     try:
         rng = random.Random(args.seed)
         read_keys = [make_key(rng.randrange(args.keys)) for _ in range(args.reads)]
-        raw, mvcc = run(base, args.keys, args.batch, read_keys)
+        raw, mvcc = run(base, args.keys, args.batch, read_keys, args.delete_keys)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    load_end = loadavg()
     per_m = 1_000_000 / args.keys
     rows = [
-        ("insert puts/s (batch %d)" % args.batch, raw["insert_per_s"], mvcc["insert_per_s"]),
-        ("update puts/s (batch %d)" % args.batch, raw["update_per_s"], mvcc["update_per_s"]),
-        ("update puts/s, compacting", raw["update2_per_s"], mvcc["update_while_compacting_per_s"]),
-        ("point reads/s (Range)", raw["read_per_s"], mvcc["read_per_s"]),
-        ("point reads/s (get)", raw["read_per_s"], mvcc["get_per_s"]),
-        ("db MiB per 1M keys", raw["db_bytes"] * per_m / 2**20, mvcc["db_bytes"] * per_m / 2**20),
+        ("insert puts/s (batch %d)" % args.batch, "insert_per", "insert_per"),
+        ("update puts/s (batch %d)" % args.batch, "update_per", "update_per"),
+        ("update puts/s, compacting", "update2_per", "update_while_compacting_per"),
+        ("point reads/s (Range)", "read_per", "read_per"),
+        ("point reads/s (get)", "read_per", "get_per"),
+        ("DeleteRange keys/s (%d keys)" % raw["delete_keys"], "delete_per", "delete_per"),
     ]
-    print(f"keys={args.keys} key={KEY_BYTES}B value={VALUE_BYTES}B reads={args.reads} batch={args.batch}")
-    print(f"{'metric':<30}{'raw LMDB':>14}{'MVCCStore':>14}{'ratio':>8}")
-    for name, a, b in rows:
-        print(f"{name:<30}{a:>14,.0f}{b:>14,.0f}{b / a:>8.2f}")
+    print(f"keys={args.keys} key={KEY_BYTES}B value={VALUE_BYTES}B reads={args.reads} batch={args.batch} "
+          f"writemap={kv_store.LMDB_WRITEMAP} load average {load_start:.1f} -> {load_end:.1f}")
+    print(f"{'':<32}{'per wall-clock second':^36}{'per CPU second':^36}")
+    print(f"{'metric':<32}" + f"{'raw LMDB':>14}{'MVCCStore':>14}{'ratio':>8}" * 2)
+    for name, rk, mk in rows:
+        line = f"{name:<32}"
+        for unit in ("_s", "_cpu_s"):
+            a, b = raw[rk + unit], mvcc[mk + unit]
+            line += f"{a:>14,.0f}{b:>14,.0f}{b / a:>8.2f}"
+        print(line)
+    print(f"{'db MiB per 1M keys':<32}{raw['db_bytes'] * per_m / 2**20:>14,.0f}"
+          f"{mvcc['db_bytes'] * per_m / 2**20:>14,.0f}{mvcc['db_bytes'] / raw['db_bytes']:>8.2f}")
+    print(f"one DeleteRange of {mvcc['delete_keys']} keys (prev_kv, {mvcc['delete_keys']} events): "
+          f"{mvcc['delete_apply_s'] * 1000:.0f} ms wall, {mvcc['delete_apply_cpu_s'] * 1000:.0f} ms CPU in one apply "
+          f"({mvcc['delete_apply_cpu_s'] / mvcc['delete_keys'] * 1e6:.1f} us CPU per key)")
     print(f"compaction of {args.keys} superseded versions: the rest after the writes above took "
           f"{mvcc['compact_noop_s']:.2f} s in {mvcc['compact_noops']} Noop chunks "
           f"(longest {mvcc['compact_noop_ms_max']:.1f} ms); {mvcc['kv_rows_after_compact']} kv rows left")
@@ -196,21 +268,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{mvcc['rss_file_after_reads_bytes'] / 2**20:.0f} MiB are mapped LMDB pages of both databases "
           f"(page cache, reclaimable); heap growth while loading "
           f"{mvcc['rss_anon_growth_bytes'] * per_m / 2**20:.1f} MiB per 1M keys (no in-memory index)")
+
+    def met(unit: str) -> dict:
+        return {
+            "insert": mvcc["insert_per" + unit] >= GOAL_PUTS_PER_S,
+            "update": mvcc["update_per" + unit] >= GOAL_PUTS_PER_S,
+            "read": mvcc["read_per" + unit] >= GOAL_READS_PER_S,
+        }
+
     result = {
         "keys": args.keys,
         "batch": args.batch,
+        "writemap": kv_store.LMDB_WRITEMAP,
+        "loadavg": [round(load_start, 2), round(load_end, 2)],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "raw": {k: round(v) for k, v in raw.items()},
         "mvcc": {k: round(v, 3) for k, v in mvcc.items()},
         "put_ratio": round(mvcc["insert_per_s"] / raw["insert_per_s"], 3),
         "update_ratio": round(mvcc["update_per_s"] / raw["update_per_s"], 3),
         "read_ratio": round(mvcc["read_per_s"] / raw["read_per_s"], 3),
-        "goal_puts_per_s": 50_000,
-        "goal_reads_per_s": 100_000,
-        "goal_met": {
-            "insert": mvcc["insert_per_s"] >= 50_000,
-            "update": mvcc["update_per_s"] >= 50_000,
-            "read": mvcc["read_per_s"] >= 100_000,
-        },
+        "delete_ratio": round(mvcc["delete_per_s"] / raw["delete_per_s"], 3),
+        "delete_us_cpu_per_key": round(mvcc["delete_apply_cpu_s"] / mvcc["delete_keys"] * 1e6, 2),
+        "goal_puts_per_s": GOAL_PUTS_PER_S,
+        "goal_reads_per_s": GOAL_READS_PER_S,
+        "goal_met": met("_s"),
+        "goal_met_per_cpu_s": met("_cpu_s"),
         "rss_anon_mib_per_million_keys": round(mvcc["rss_anon_growth_bytes"] * per_m / 2**20, 1),
         "rss_mib_per_million_keys": round(mvcc["rss_after_reads_bytes"] * per_m / 2**20, 1),
     }

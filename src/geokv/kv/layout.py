@@ -54,15 +54,44 @@ _rev_unpack_from = REV.unpack_from
 _PAD = tuple(bytes(GROUP_BYTES - u) + bytes((u,)) for u in range(GROUP_BYTES + 1))
 
 
+def _split_struct(n: int) -> tuple:
+    """(unpack, padding) that cut a key of n > GROUP_BYTES bytes into its groups."""
+    groups, last = divmod(n, GROUP_BYTES)
+    if last == 0:
+        groups, last = groups - 1, GROUP_BYTES
+    return struct.Struct("%ds" % GROUP_BYTES * groups + "%ds" % last).unpack, _PAD[last]
+
+
+def _join_struct(groups: int, used: int):
+    """unpack that takes the real bytes out of an encoded key of ``groups`` groups whose
+    last group holds ``used`` bytes."""
+    return struct.Struct("%dsx" % GROUP_BYTES * (groups - 1) + "%ds" % used).unpack_from
+
+
+# One cached Struct per key length (per encoded length and last-group fill for the
+# inverse): splitting a key with one unpack and one join is about twice as fast as
+# slicing it group by group, and both run on every put and point read.
+_SPLIT = [None] * (GROUP_BYTES + 1) + [_split_struct(n) for n in range(GROUP_BYTES + 1, MAX_KEY_BYTES + 1)]
+_JOIN = {
+    (g * _GROUP_STRIDE, used): _join_struct(g, used)
+    for g in range(2, MAX_PREFIX_BYTES // _GROUP_STRIDE + 1)
+    for used in range(GROUP_BYTES + 1)
+}
+
+
 def key_prefix(key: bytes) -> bytes:
     """The order-preserving, prefix-free encoding of a user key (see the module doc).
 
-    Built from slices and one join so that it costs about a microsecond for a 256-byte
-    key: it runs on every put and every point read.
+    A key of at most MAX_KEY_BYTES takes one Struct unpack and one join (about half a
+    microsecond for 256 bytes); longer keys, which only occur as range bounds, take
+    the general path.
     """
     n = len(key)
     if n <= GROUP_BYTES:
         return key + _PAD[n]
+    if n <= MAX_KEY_BYTES:
+        unpack, pad = _SPLIT[n]
+        return _MORE.join(unpack(key)) + pad
     cut = ((n - 1) // GROUP_BYTES) * GROUP_BYTES  # bytes in the groups before the last
     return (
         _MORE.join([key[i : i + GROUP_BYTES] for i in range(0, cut, GROUP_BYTES)])
@@ -78,6 +107,9 @@ def user_key(prefix: bytes) -> bytes:
     used = prefix[-1]
     if last == 0:
         return prefix[:used]
+    unpack = _JOIN.get((len(prefix), used))
+    if unpack is not None:
+        return b"".join(unpack(prefix))
     return b"".join([prefix[i : i + GROUP_BYTES] for i in range(0, last, _GROUP_STRIDE)]) + prefix[last : last + used]
 
 

@@ -50,7 +50,7 @@ import lmdb
 from geokv import errors
 from geokv.kv import layout
 from geokv.kv.compaction import compact_chunk
-from geokv.kv.layout import HDR, HDR_BYTES, M32, M64, key_prefix, scan_live
+from geokv.kv.layout import _PAD, HDR, HDR_BYTES, M32, M64, key_prefix, scan_live
 from geokv.kv.maintenance import Maintenance
 from geokv.kv.reads import collect_events, kv_from, range_kvs
 from geokv.kv.tables import _ID, LeaseMemberTables
@@ -92,6 +92,8 @@ COMPACT_NOOP_CHUNK_LOG_ROWS = 256
 """Rows processed after a Noop, and the most after any command: the runtime may
 propose Noops while ``compaction_pending`` and the cluster is idle to finish a large
 compaction sooner."""
+LMDB_WRITEMAP = False
+"""Open LMDB with MDB_WRITEMAP (see the durability rule in the module docstring)."""
 EVENTS_LIMIT_DEFAULT = 10_000
 """Events one events() call returns at most (whole revisions only, see events())."""
 EVENTS_SCAN_ROWS_MAX = 100_000
@@ -108,10 +110,6 @@ _rev_pack = layout.REV.pack
 _inv_main_from = struct.Struct(">Q").unpack_from
 _MAX_PREFIX_BYTES = layout.MAX_PREFIX_BYTES  # the encoded key of MAX_KEY_BYTES
 _log_key = layout.log_key
-
-
-def _plain_get(r: Range) -> bool:
-    return not (r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision)
 
 
 def _boot_id() -> str:
@@ -134,6 +132,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         max_txn_ops: int = MAX_TXN_OPS_DEFAULT,
         compact_chunk_log_rows: int = COMPACT_CHUNK_LOG_ROWS,
         compact_noop_chunk_log_rows: int = COMPACT_NOOP_CHUNK_LOG_ROWS,
+        writemap: bool = LMDB_WRITEMAP,
     ) -> None:
         """``max_txn_ops``, ``quota_bytes`` and the two compaction chunk sizes must be
         equal on all replicas: they shape what commands do and what the file holds."""
@@ -141,6 +140,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         self.compact_chunk_log_rows = compact_chunk_log_rows
         self.compact_noop_chunk_log_rows = compact_noop_chunk_log_rows
         self.path = path
+        self.writemap = writemap
         self.quota_bytes = quota_bytes
         self.max_txn_ops = max_txn_ops
         self.map_size = map_size if map_size is not None else max(quota_bytes * MAP_SIZE_PER_QUOTA, 64 << 20)
@@ -151,12 +151,15 @@ class MVCCStore(LeaseMemberTables, Maintenance):
     # --- lifecycle --------------------------------------------------------------------
 
     def _open_env(self) -> None:
+        # No reader may pair a txn id of the new environment with the old one's state.
+        self._snap = (-1, 1, 0)
         self.env = lmdb.open(
             self.path,
             map_size=self.map_size,
             max_dbs=8,
             sync=False,
             metasync=False,
+            writemap=self.writemap,
             readahead=False,
             max_readers=256,
         )
@@ -175,12 +178,14 @@ class MVCCStore(LeaseMemberTables, Maintenance):
     def _load_state(self) -> None:
         with self.env.begin(db=self._meta) as txn:
             raw = txn.get(_STATE_KEY)
+            snap_id = txn.id()
         if raw is None:
             # An empty store is at revision 1, as in etcd: the first write makes revision 2.
             self._applied, self._rev, self._crev, self._ctodo, self._data_bytes = 0, 1, 0, 0, 0
             self._cpos = _log_key(0, 0)
         else:
             self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos = _STATE.unpack(raw)
+        self._snap = (snap_id, self._rev, self._crev)
 
     def _state_bytes(self) -> bytes:
         return _STATE.pack(self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos)
@@ -279,6 +284,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
             with self.env.begin(write=True) as txn:
                 self._txn = txn
                 self._cur = txn.cursor(self._kv)
+                self._logcur = txn.cursor(self._log)
                 for index, cmd in items:
                     if index <= self._applied:
                         out.append((None, []))
@@ -303,12 +309,20 @@ class MVCCStore(LeaseMemberTables, Maintenance):
                         else:
                             self._compact_chunk(min(noop_rows, self.compact_chunk_log_rows * (changes or 1)))
                     out.append((result, events))
+                # Every write txn writes the state row, so each commit gets a txn id of
+                # its own and the read snapshot cache below can never pair an id with
+                # the state of another commit.
                 txn.put(_STATE_KEY, self._state_bytes(), db=self._meta)
+                snap_id = txn.id()
+            # Published only after the commit: a reader whose snapshot is this commit
+            # finds its (revision, compact_revision) here instead of reading the state
+            # row; any other reader's txn id differs and it reads the row.
+            self._snap = (snap_id, self._rev, self._crev)
         except BaseException:
             self._load_state()
             raise
         finally:
-            self._txn = self._cur = self._events = None
+            self._txn = self._cur = self._logcur = self._events = None
         return out
 
     # Each handler runs inside apply_batch's write transaction; it raises GeoKVError only
@@ -328,19 +342,24 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         return PutResult(self._wrev, prev if p.prev_kv else None)
 
     def _put(self, p: Put) -> KeyValue | None:
-        """Write one put at (self._wrev, self._sub); returns the previous live kv."""
+        """Write one put at (self._wrev, self._sub); returns the previous live kv.
+
+        The hot path of every write: one seek for the current version, one kv row and
+        one appended change-log row, both through the batch's cursors.
+        """
         key = p.key
-        prefix = key_prefix(key)
-        if len(prefix) > _MAX_PREFIX_BYTES:
+        if len(key) > MAX_KEY_BYTES:
             raise errors.InvalidArgument(f"etcdserver: key is too long (at most {MAX_KEY_BYTES} bytes)")
+        prefix = key_prefix(key)
         cur = self._cur
         rev = self._wrev
         prev = event_prev = None
-        k = rec = b""
         if cur.set_range(prefix):
             k, rec = cur.item()
             if not k.startswith(prefix):
                 k = rec = b""
+        else:
+            k = rec = b""
         if rec:
             create, version, old_lease = _hdr_unpack_from(rec)
             prev = event_prev = KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
@@ -357,15 +376,15 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         value = prev.value if p.ignore_value else p.value
         lease = old_lease if p.ignore_lease else p.lease
         sub = self._sub
-        txn = self._txn
         ckey = prefix + _rev_pack(M64 - rev, M32 - sub)  # layout.version_suffix, inlined
         rec = _hdr_pack(create, version, lease) + value
-        txn.put(ckey, rec, db=self._kv)
+        cur.put(ckey, rec)
         # Log keys only grow, so appending fills pages instead of splitting them.
-        if not txn.put(_rev_pack(rev, sub), key, db=self._log, append=True):
+        if not self._logcur.put(_rev_pack(rev, sub), key, append=True):
             raise AssertionError(f"change-log row {rev}/{sub} is not after the last one")
         self._data_bytes += len(ckey) + len(rec) + 12 + len(key)
         if lease != old_lease:
+            txn = self._txn
             if old_lease:
                 txn.delete(_ID.pack(old_lease) + key, db=self._lkeys)
             if lease:
@@ -559,7 +578,15 @@ class MVCCStore(LeaseMemberTables, Maintenance):
     # --- reads ------------------------------------------------------------------------
 
     def _read_state(self, txn) -> tuple[int, int]:
-        """(revision, compact_revision) as of a read transaction."""
+        """(revision, compact_revision) as of a read transaction.
+
+        When the txn reads the snapshot of the latest apply_batch commit (the common
+        case), the values come from the cache apply_batch published after that commit,
+        keyed by LMDB's txn id, without a lookup of the state row.
+        """
+        snap = self._snap
+        if txn.id() == snap[0]:
+            return snap[1], snap[2]
         raw = txn.get(_STATE_KEY, db=self._meta)
         if raw is None:
             return 1, 0
@@ -568,34 +595,42 @@ class MVCCStore(LeaseMemberTables, Maintenance):
 
     def range(self, r: Range) -> RangeResult:
         """etcd Range at r.revision (0: now); raises Compacted / FutureRev / EmptyKey."""
-        if not r.key:
+        key = r.key
+        if not key:
             raise errors.EmptyKey()
+        if type(r) is Range and not (r.range_end or r.revision or r.sort_order or r.sort_target
+                                     or r.min_mod_revision or r.max_mod_revision
+                                     or r.min_create_revision or r.max_create_revision):
+            # The common case, a point read now: one seek, no generator, and the header
+            # revision from the snapshot cache (compaction cannot fail a read now).
+            n = len(key)
+            with self.env.begin() as txn:
+                snap = self._snap
+                rev = snap[1] if txn.id() == snap[0] else self._read_state(txn)[0]
+                if n <= MAX_KEY_BYTES:
+                    prefix = key + _PAD[n] if n <= 16 else key_prefix(key)
+                    cur = txn.cursor(self._kv)
+                    if cur.set_range(prefix):
+                        k, rec = cur.item()
+                        if rec and k.startswith(prefix):
+                            if r.count_only:
+                                return RangeResult([], False, 1, rev)
+                            create, version, lease = _hdr_unpack_from(rec)
+                            return RangeResult([KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
+                                                         b"" if r.keys_only else rec[HDR_BYTES:], lease)],
+                                               False, 1, rev)
+            return RangeResult([], False, 0, rev)
         if r.sort_order or r.sort_target:
             validate_command(r)
         with self.env.begin() as txn:
-            raw = txn.get(_STATE_KEY, db=self._meta)
-            rev, crev = (1, 0) if raw is None else _STATE.unpack(raw)[1:3]
-            if not r.range_end and not r.revision and type(r) is Range and _plain_get(r):
-                # The common case, a point read now: one seek, no generator.
-                prefix = key_prefix(r.key)
-                cur = txn.cursor(self._kv)
-                if len(prefix) <= _MAX_PREFIX_BYTES and cur.set_range(prefix):
-                    k, rec = cur.item()
-                    if rec and k.startswith(prefix):
-                        if r.count_only:
-                            return RangeResult([], False, 1, rev)
-                        create, version, lease = _hdr_unpack_from(rec)
-                        kv = KeyValue(r.key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
-                                      b"" if r.keys_only else rec[HDR_BYTES:], lease)
-                        return RangeResult([kv], False, 1, rev)
-                return RangeResult([], False, 0, rev)
+            rev, crev = self._read_state(txn)
             return self._range(txn.cursor(self._kv), r, rev, crev)
 
     def get(self, key: bytes) -> KeyValue | None:
         """The current KeyValue of one key, or None (one LMDB seek)."""
-        prefix = key_prefix(key)
-        if len(prefix) > _MAX_PREFIX_BYTES:
+        if len(key) > MAX_KEY_BYTES:
             return None
+        prefix = key_prefix(key)
         with self.env.begin() as txn:
             cur = txn.cursor(self._kv)
             if cur.set_range(prefix):
