@@ -126,14 +126,6 @@ def alarm_string(member_id: int, alarm: int) -> str:
     return f"memberID:{member_id} alarm:{ALARM_NAMES.get(alarm, str(alarm))} "
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -168,6 +160,7 @@ class AlarmMixin:
         self._alarm_nonces = itertools.count(1)
         self._alarm_sync_task: asyncio.Task | None = None
         self._alarm_watch_task: asyncio.Task | None = None
+        self._alarm_loop: asyncio.AbstractEventLoop | None = None
         self._alarm_activation: asyncio.Future | None = None
         self._space_db_bytes = 0
         self._space_checked_at = -1e18
@@ -273,8 +266,8 @@ class AlarmMixin:
             else:
                 self._alarm_check_restored(first - 1)
             self._alarm_seen = ents[-1].index
-            if self._alarm_watch_task is None and _loop_running():
-                self._alarm_watch_task = asyncio.ensure_future(self._alarm_watch_restores())
+            if self._alarm_watch_task is None:
+                self._alarm_in_loop(self._alarm_start_watch)
             if not self._alarm_known and self._alarm_sync_task is None:
                 self._alarm_start_sync()  # after a restart in the unknown state
             magic = ALARM_ENTRY_MAGIC
@@ -287,6 +280,23 @@ class AlarmMixin:
                     self._alarm_apply(e.index, op)
         except Exception:  # noqa: BLE001 - an observer must not kill the driver
             log.exception("%s: alarm observer failed", self.name)
+
+    def _alarm_in_loop(self, fn) -> None:
+        """Run ``fn`` now if called on the member's event loop; from another thread (an
+        apply observer run in a worker) hand it to the loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            self._alarm_loop = running
+            fn()
+        elif self._alarm_loop is not None and not self._alarm_loop.is_closed():
+            self._alarm_loop.call_soon_threadsafe(fn)
+
+    def _alarm_start_watch(self) -> None:
+        if self._alarm_watch_task is None:
+            self._alarm_watch_task = asyncio.ensure_future(self._alarm_watch_restores())
 
     async def _alarm_watch_restores(self) -> None:
         """Notice a snapshot install on an idle member (the observer sees none until the
@@ -376,7 +386,7 @@ class AlarmMixin:
 
     def _alarm_spawn(self, op: list) -> None:
         """Propose ``op`` in the background (from the driver: must not block or raise)."""
-        if self._alarm_inflight >= ALARM_PROPOSALS_MAX or not _loop_running():
+        if self._alarm_inflight >= ALARM_PROPOSALS_MAX:
             return  # the requester asks again after ALARM_SYNC_RETRY_S
 
         async def run() -> None:
@@ -388,15 +398,17 @@ class AlarmMixin:
             finally:
                 self._alarm_inflight -= 1
 
-        asyncio.ensure_future(run())
+        self._alarm_in_loop(lambda: asyncio.ensure_future(run()))
 
     def _alarm_start_sync(self, restart: bool = False) -> None:
-        if restart and self._alarm_sync_task is not None:
-            self._alarm_sync_task.cancel()
-            self._alarm_sync_task = None
-        if self._alarm_sync_task is not None or not _loop_running():
-            return  # (no loop: not started yet; the first observed batch starts it)
-        self._alarm_sync_task = asyncio.ensure_future(self._alarm_sync())
+        def start() -> None:
+            if restart and self._alarm_sync_task is not None:
+                self._alarm_sync_task.cancel()
+                self._alarm_sync_task = None
+            if self._alarm_sync_task is None and not self._alarm_known:
+                self._alarm_sync_task = asyncio.ensure_future(self._alarm_sync())
+
+        self._alarm_in_loop(start)  # (no loop yet: the first observed batch starts it)
 
     async def _alarm_sync(self) -> None:
         try:
