@@ -133,6 +133,7 @@ def run_load(endpoint: str, case: str, seconds: float, concurrency: int, server_
 
 # --- servers ------------------------------------------------------------------------------
 SYSTEMS = ("donothing", "donothing_native", "geokv", "geokv_native")
+OPTIONAL_SYSTEMS = ("donothing_native_task",)  # native edge with a Task per call (no inline step)
 
 
 def start_donothing(edge: str = "grpcio") -> tuple[subprocess.Popen, str]:
@@ -192,9 +193,9 @@ def main() -> None:
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     systems = [s for s in args.systems.split(",") if s]
-    bad = [s for s in systems if s not in SYSTEMS]
+    bad = [s for s in systems if s not in SYSTEMS + OPTIONAL_SYSTEMS]
     if bad:
-        sys.exit(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS)}")
+        sys.exit(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS + OPTIONAL_SYSTEMS)}")
     if "donothing" not in systems:
         systems.insert(0, "donothing")  # the reference is always measured
     runs: dict[str, dict[str, list[dict]]] = {s: {c: [] for c in cases} for s in systems}
@@ -207,7 +208,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="geokv-bench-") as base, contextlib.ExitStack() as stack:
             for system in systems:
                 if system.startswith("donothing"):
-                    p, ep = start_donothing("native" if system.endswith("_native") else "grpcio")
+                    p, ep = start_donothing({"donothing": "grpcio", "donothing_native": "native",
+                                             "donothing_native_task": "native-task"}[system])
                     procs.append(p)
                     endpoints[system] = (ep, p.pid)
                 else:

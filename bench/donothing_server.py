@@ -6,7 +6,7 @@ With ``--edge native`` the same servicers run on geokv's native edge (geokv.edge
 ceiling of a server behind that edge. The environment variable GEOKV_GRPC_EDGE picks
 the edge when the flag is absent (so bench/bench_server.py can run either).
 
-    python bench/donothing_server.py PORT [MAX_CONCURRENT_RPCS] [--edge grpcio|native]
+    python bench/donothing_server.py PORT [MAX_CONCURRENT_RPCS] [--edge grpcio|native|native-task]
 """
 
 from __future__ import annotations
@@ -57,16 +57,18 @@ class DoNothingMaintenance(rpc_pb2_grpc.MaintenanceServicer):
 
 
 async def serve(port: int, max_concurrent_rpcs: int | None = None, edge: str = "grpcio") -> None:
-    if edge == "native":
+    if edge.startswith("native"):
         from geokv.edge import EdgeServer
 
-        server = EdgeServer(max_concurrent_rpcs=max_concurrent_rpcs or 1 << 30)
+        # native-task: a Task per call (no inline first step), to measure what inlining saves
+        server = EdgeServer(max_concurrent_rpcs=max_concurrent_rpcs or 1 << 30,
+                            inline_first_step=edge != "native-task")
     else:
         server = grpc.aio.server(maximum_concurrent_rpcs=max_concurrent_rpcs)
     kv = DoNothingKV(member_id=port)
     rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(DoNothingMaintenance(kv), server)
-    if edge == "native":
+    if edge.startswith("native"):
         await server.add_port("127.0.0.1", port)
     else:
         server.add_insecure_port(f"127.0.0.1:{port}")
@@ -86,8 +88,8 @@ def main() -> None:
         i = args.index("--edge")
         edge = args[i + 1] if i + 1 < len(args) else ""
         del args[i:i + 2]
-    if edge not in ("grpcio", "native"):
-        sys.exit(f"donothing_server: --edge must be grpcio or native, got {edge!r}")
+    if edge not in ("grpcio", "native", "native-task"):
+        sys.exit(f"donothing_server: --edge must be grpcio, native or native-task, got {edge!r}")
     port = int(args[0])
     # optional: grpc.aio's maximum_concurrent_rpcs, to measure what that bound costs
     max_rpcs = int(args[1]) if len(args) > 1 else None

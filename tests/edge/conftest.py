@@ -109,7 +109,9 @@ def _handlers(svc: EdgeTestService) -> grpc.GenericRpcHandler:
 class ThreadedEdge:
     """An EdgeServer on its own event loop thread."""
 
-    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES, max_concurrent_rpcs: int = 5000) -> None:
+    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES, max_concurrent_rpcs: int = 5000,
+                 inline_first_step: bool = True) -> None:
+        self.inline_first_step = inline_first_step
         self.service = EdgeTestService()
         self.loop = asyncio.new_event_loop()
         self.server: EdgeServer | None = None
@@ -122,7 +124,8 @@ class ThreadedEdge:
         self._thread.start()
 
         async def boot() -> int:
-            self.server = EdgeServer(max_receive_message_bytes=self._max, max_concurrent_rpcs=self._rpcs)
+            self.server = EdgeServer(max_receive_message_bytes=self._max, max_concurrent_rpcs=self._rpcs,
+                                     inline_first_step=self.inline_first_step)
             self.server.add_generic_rpc_handlers((_handlers(self.service),))
             port = await self.server.add_port("127.0.0.1", 0)
             await self.server.start()

@@ -192,3 +192,22 @@ def test_graceful_stop_finishes_inflight_calls():
             e.loop.call_soon_threadsafe(e.loop.stop)
             e._thread.join(5)
             e.loop.close()
+
+
+def test_task_per_call_mode_behaves_the_same():
+    """With the inline first step off (a Task per call), results, errors, deadlines and
+    cancellation are the same."""
+    e = ThreadedEdge(inline_first_step=False).start()
+    try:
+        with grpc.insecure_channel(e.target) as ch:
+            assert uu(ch, "Echo")(b"t", timeout=5) == b"t"
+            with pytest.raises(grpc.RpcError) as ei:
+                uu(ch, "Fail")(b"abort", timeout=5)
+            assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            with pytest.raises(grpc.RpcError) as ei:
+                uu(ch, "Sleep")(b"2500", timeout=0.2)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert wait_until(lambda: "2500" in e.service.cancelled)
+            assert uu(ch, "Sleep")(b"10", timeout=5) == b"10"
+    finally:
+        e.stop()

@@ -24,8 +24,11 @@ class EdgeServer:
     HTTP/2 edge. Mirrors the parts of grpc.aio.Server that geokv uses."""
 
     def __init__(self, *, max_receive_message_bytes: int = RECEIVE_MESSAGE_BYTES_MAX_DEFAULT,
-                 max_concurrent_rpcs: int = CONCURRENT_RPCS_MAX_DEFAULT) -> None:
+                 max_concurrent_rpcs: int = CONCURRENT_RPCS_MAX_DEFAULT, inline_first_step: bool = True) -> None:
         self.table = MethodTable()
+        # Run a unary handler's first step inline and make a Task only if it suspends
+        # (False: a Task per call, as grpc.aio does; kept to measure the difference).
+        self.inline_first_step = inline_first_step
         self.max_receive_message_bytes = max_receive_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.open_rpcs = 0
