@@ -184,3 +184,16 @@ def test_without_the_announced_hold_the_same_change_breaks_the_lease():
                 overlaps += 1
                 break
     assert overlaps > 0
+
+
+def test_lease_valid_with_owed_ticks_is_the_lease_after_delivering_them():
+    net = _lease_cluster()
+    lead = net.leader()
+    r = net[lead].rn
+    net.isolate(lead)
+    for k in range(12):
+        ahead = [r.lease_valid(ticks_ahead=a) for a in range(12 - k)]
+        for a, valid in enumerate(ahead):
+            # what lease_valid() will say once ``a`` more ticks are delivered
+            assert valid == (k + a < 9), (k, a)
+        net.tick(1, ids=[lead], stabilize=False)

@@ -163,13 +163,17 @@ class Raft(LeaderMixin):
     def committed_entry_in_current_term(self) -> bool:
         return self.raft_log.zero_term_on_err(self.raft_log.committed) == self.term
 
-    def lease_valid(self) -> bool:
-        """May the leader answer a read from local state without a heartbeat round?"""
+    def lease_valid(self, ticks_ahead: int = 0) -> bool:
+        """May the leader answer a read from local state without a heartbeat round?
+        ``ticks_ahead``: as if that many more ticks had passed (ticks real time owes the
+        node and the runtime has not delivered yet); more ticks only shorten the lease."""
         if (self.state != StateRole.LEADER or self.lead_transferee or self.lease_revoked
                 or self.config.read_only_option != ReadOnlyOption.LEASE_BASED):
             return False  # LEASE_BASED implies check_quorum (Config.validate)
-        start = self.trk.quorum_tick(self.id, self.ticks)
-        return self.ticks - start < self.lease_ticks_for(start) - self.config.lease_drift_ticks
+        assert ticks_ahead >= 0
+        now = self.ticks + ticks_ahead
+        start = self.trk.quorum_tick(self.id, now)
+        return now - start < self.lease_ticks_for(start) - self.config.lease_drift_ticks
 
     def lease_ticks_for(self, stamp: int) -> int:
         """The smallest hold announced in any heartbeat stamped >= ``stamp``."""

@@ -231,9 +231,10 @@ class RawNode:
     def id(self) -> int:
         return self.raft.id
 
-    def lease_valid(self) -> bool:
-        """Cheap form of ``status().lease_valid`` for a per-read check."""
-        return self.raft.lease_valid()
+    def lease_valid(self, ticks_ahead: int = 0) -> bool:
+        """Cheap form of ``status().lease_valid`` for a per-read check; ``ticks_ahead``
+        counts ticks real time owes that were not delivered yet (see Raft.lease_valid)."""
+        return self.raft.lease_valid(ticks_ahead)
 
     def status(self) -> Status:
         r = self.raft

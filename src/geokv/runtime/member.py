@@ -532,6 +532,23 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         cfg.read_only_option = ReadOnlyOption.LEASE_BASED
         return True
 
+    def _lease_valid_local(self) -> bool:
+        """The leader's lease as of real time now, without a driver turn: ticks real time
+        owes the node count as delivered (``lease_valid(ticks_ahead)``; more ticks only
+        shorten a lease), so it is never trusted beyond real time. No await inside."""
+        cfg = self._raft_cfg
+        if cfg is None:
+            return False
+        owed = max(0, self._ticks_owed())
+        cfg.read_only_option = ReadOnlyOption.LEASE_BASED
+        try:
+            valid = self._rn.lease_valid(owed)
+            if not valid and owed and self._rn.lease_valid(0):
+                self._lease_stats["lease_refused_ticks_owed"] += 1
+            return valid
+        finally:
+            cfg.read_only_option = ReadOnlyOption.SAFE
+
     def _close_lease_gate(self) -> None:
         if self._raft_cfg is not None:
             self._raft_cfg.read_only_option = ReadOnlyOption.SAFE
@@ -1138,16 +1155,13 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             raise errors.Timeout() from None
 
     async def _lease_barrier(self, deadline: float) -> None:
-        """Lease read barrier. On the leader with a valid lease and no tick owed: no
-        network round and no driver turn -- wait until the Raft commit index as of now is
-        applied. Otherwise a lease ReadIndex through the driver: a follower's goes to the
+        """Lease read barrier. On the leader with a lease valid as of real time now (owed
+        ticks counted): no network round and no driver turn -- wait until the Raft commit
+        index as of now is applied. Otherwise a lease ReadIndex through the driver: a follower's goes to the
         leader, which answers from its lease (one round trip) or with a heartbeat round."""
-        if self.role == StateRole.LEADER and self._leader_committed_in_term and self._open_lease_gate():
-            try:
-                valid = self._rn.lease_valid()
-                index = self._raft_commit
-            finally:
-                self._close_lease_gate()
+        if self.role == StateRole.LEADER and self._leader_committed_in_term:
+            valid = self._lease_valid_local()
+            index = self._raft_commit
             if valid:
                 self._lease_stats["lease_reads_local"] += 1
                 await self._wait_applied(index, deadline)
