@@ -222,7 +222,7 @@ class RawH2:
 
     def goaway(self):
         """Read until GOAWAY; returns its error code."""
-        fr = self.frames_until(lambda fr: fr[0] == f.GOAWAY)[-1]
+        fr = self.frames_until(lambda fr: fr[0] == f.GOAWAY, limit=1000)[-1]
         return f.u32(fr[3][4:8])
 
     def rst(self, sid: int) -> int:

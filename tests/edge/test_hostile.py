@@ -318,3 +318,13 @@ def test_respects_peer_max_frame_and_windows(edge):
         assert decode_headers(fr[3])["grpc-status"] == "0"
     finally:
         c.close()
+
+
+def test_ping_flood_is_enhance_your_calm(edge):
+    c = RawH2(edge.port)
+    try:
+        c.send(f.frame(f.PING, 0, 0, b"flooding") * (conn_mod.PINGS_PER_WINDOW_MAX + 50))
+        assert c.goaway() == f.ENHANCE_YOUR_CALM
+    finally:
+        c.close()
+    assert_serving(edge)

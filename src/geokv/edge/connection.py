@@ -36,7 +36,8 @@ CONNECTION_WINDOW_BYTES = 16 << 20        # connection receive window (granted a
 FRAME_BYTES_MAX = 1 << 20                 # SETTINGS_MAX_FRAME_SIZE we advertise
 HEADER_LIST_BYTES_MAX = 16 << 10          # SETTINGS_MAX_HEADER_LIST_SIZE we advertise
 HEADER_BLOCK_BYTES_MAX = 64 << 10         # compressed HEADERS+CONTINUATION bytes per block
-PINGS_WITHOUT_TRAFFIC_MAX = 10_000        # PINGs with no HEADERS/DATA between: a flood
+PING_FLOOD_WINDOW_S = 1.0                 # a flood is more than PINGS_PER_WINDOW_MAX PINGs
+PINGS_PER_WINDOW_MAX = 200                # in one window with no HEADERS/DATA between
 
 _CONN_REFILL = CONNECTION_WINDOW_BYTES // WINDOW_REFILL_FRACTION
 _HDR_UNPACK = f.FRAME_HEADER.unpack_from
@@ -75,6 +76,7 @@ class H2Connection(CallRunner, asyncio.Protocol):
         self._cont_parts: list[bytes] = []
         self._cont_bytes = 0
         self._pings = 0
+        self._pings_since = 0.0
         # flow control
         self.peer_initial_window = f.DEFAULT_WINDOW_BYTES
         self.peer_max_frame = f.DEFAULT_MAX_FRAME_BYTES
@@ -499,8 +501,12 @@ class H2Connection(CallRunner, asyncio.Protocol):
             raise ConnectionError_(f.FRAME_SIZE_ERROR, "PING of a length other than 8")
         if flags & f.ACK:
             return
+        now = time.monotonic()
+        if now - self._pings_since > PING_FLOOD_WINDOW_S:
+            self._pings_since = now
+            self._pings = 0
         self._pings += 1
-        if self._pings > PINGS_WITHOUT_TRAFFIC_MAX:
+        if self._pings > PINGS_PER_WINDOW_MAX:
             raise ConnectionError_(f.ENHANCE_YOUR_CALM, "too many pings")
         self.emit(f.frame(f.PING, f.ACK, 0, payload))
 
