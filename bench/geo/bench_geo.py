@@ -12,8 +12,12 @@ ap-south; RTTs from geokv.geo.wan's table: 75 / 190 / 120 ms) on loopback:
 
 In both, the leader is placed in the preferred region (us-east; etcd by MoveLeader,
 geokv by ``--leader-preference``), each region's client talks to its local member
-directly (no delay on client traffic), and heartbeat / election timeouts come from
-geokv.geo.timeouts (same values for both). Measured: p50/p99 per region for put,
+directly (no delay on client traffic). Timeouts: etcd runs with its defaults (100 /
+1000 ms; ``--etcd-timeouts geokv`` gives it geokv's derived ones instead); geokv runs
+without --heartbeat-interval / --election-timeout, so its geo layer derives them from
+the RTTs and applies them at runtime (``--geokv-timeouts fixed`` pins them to the etcd
+values). geokv also gets a learner (``--learners eu-central``) whose client reads
+locally. Measured: p50/p99 per region for put,
 linearizable get, serializable get (and geokv's lease / bounded reads) next to the
 physical floors; then the leader is SIGKILLed: time to the first successful put from each
 surviving region, who became leader, and whether leadership returned to the preferred
@@ -38,7 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from geokv.geo.timeouts import derive_for_topology
+from geokv.geo.timeouts import TimeoutPlan, derive_for_topology
 from geokv.geo.topology import MemberPlacement, Topology
 from geokv.geo.wan import build_rtt_table
 from geokv.geo.workload import (
@@ -60,6 +64,8 @@ RETURN_WAIT_S = 25.0           # after the restart, how long to wait for the lea
 STOP_TIMEOUT_S = 10.0
 WARMUP_ROUNDS = 3
 SETTLE_S = 2.0                 # between a leader's return and the next failover trial
+ETCD_DEFAULT_HEARTBEAT_MS = 100
+ETCD_DEFAULT_ELECTION_MS = 1000
 
 
 def free_port() -> int:
@@ -178,26 +184,30 @@ class EtcdGeoCluster:
 class GeokvGeoCluster:
     """geokv server processes (with the geo service) under WAN emulation, leader preference set."""
 
-    def __init__(self, regions: list[str], rtt: str, preferred: str, heartbeat_ms: int, election_ms: int) -> None:
+    def __init__(self, regions: list[str], rtt: str, preferred: str, plan: TimeoutPlan | None,
+                 learners: list[str] = ()) -> None:
         from geokv.geo.cluster import start_geo_cluster   # needs the runtime's LocalCluster
-        from geokv.geo.timeouts import TimeoutPlan
 
         self._start = lambda: start_geo_cluster(
-            regions, base_dir=self.dir, leader_preference=[preferred], rtt=rtt or None,
-            plan=TimeoutPlan(float(heartbeat_ms), float(election_ms)),
+            regions, base_dir=self.dir, leader_preference=[preferred], rtt=rtt or None, plan=plan,
         )
         self.regions = regions
+        self.learners = list(learners)
         self.dir = tempfile.mkdtemp(prefix="geokv-bench-geokv-")
         self.cluster = None
 
     @property
     def endpoints(self) -> list[RegionEndpoint]:
         assert self.cluster is not None, "start() first"
-        return [RegionEndpoint(r, e.replace("http://", "")) for r, e in zip(self.regions, self.cluster.endpoints)]
+        return [RegionEndpoint(r, e.replace("http://", ""))
+                for r, e in zip(self.regions + self.learners, self.cluster.endpoints)]
 
     def start(self) -> None:
         if self.cluster is None:
             self.cluster = self._start()
+            self.cluster.wait_ready(STARTUP_TIMEOUT_S)
+            for r in self.learners:
+                self.cluster.add_member(region=r, learner=True)
         self.cluster.wait_ready(STARTUP_TIMEOUT_S)
 
     def kill(self, i: int) -> None:
@@ -219,7 +229,8 @@ def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: i
     try:
         log(f"{name}: starting {len(regions)} members in {', '.join(regions)}")
         cluster.start()
-        eps = cluster.endpoints
+        all_eps = cluster.endpoints
+        eps = [e for e in all_eps if e.region in regions]     # voters (failover is about them)
         st = wait_leader(eps, STARTUP_TIMEOUT_S)
         log(f"{name}: leader in {leader_region(st)}")
         if move_by_api:
@@ -227,9 +238,9 @@ def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: i
         else:
             st = wait_leader(eps, STARTUP_TIMEOUT_S, region=preferred)
         log(f"{name}: leader in {leader_region(st)}; warming up")
-        run_mixed_workload(eps, WARMUP_ROUNDS, read_modes)
+        run_mixed_workload(all_eps, WARMUP_ROUNDS, read_modes)
         log(f"{name}: {rounds} rounds per region (put + {len(read_modes)} reads each)")
-        res.latency = summarize(run_mixed_workload(eps, rounds, read_modes))
+        res.latency = summarize(run_mixed_workload(all_eps, rounds, read_modes))
 
         # Failover trials: SIGKILL the leader (in the preferred region), time the first
         # successful put from each survivor, restart it, and see whether leadership
@@ -302,7 +313,9 @@ def print_table(results: list[SystemResult], topo: Topology, leader_id: int, reg
     print(f"{'system':8s} {'region':10s} {'op':18s} {'p50 ms':>8s} {'p99 ms':>8s} {'floor ms':>9s} {'etcd p50':>9s} {'n':>4s} {'err':>4s}")
     floors = {r: row for r, row in ((row['region'], row) for row in topo.floors_table(leader_id))}
     floor_of = {
-        "put": "put_floor_ms", "get_linearizable": "linearizable_floor_ms", "get_lease": "lease_floor_ms",
+        # linearizable reads take the leader's lease (--linearizable-read lease, the default):
+        # one trip to the leader at most, like lease reads (etcd's floor is the put's).
+        "put": "put_floor_ms", "get_linearizable": "lease_floor_ms", "get_lease": "lease_floor_ms",
         "get_serializable": "serializable_floor_ms", "get_bounded": "serializable_floor_ms",
     }
     order = ["put", "get_linearizable", "get_lease", "get_serializable", "get_bounded"]
@@ -366,16 +379,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtt", default="", help="RTT overrides, e.g. eu-west:ap-south=120ms")
     ap.add_argument("--systems", default="etcd,geokv")
     ap.add_argument("--failovers", type=int, default=3, help="failover trials per system (median and max reported)")
+    ap.add_argument("--learners", default="eu-central", help="regions that get a geokv learner (none: '')")
+    ap.add_argument("--geokv-timeouts", choices=("auto", "fixed"), default="auto",
+                    help="auto: derived and applied at runtime by geokv; fixed: the etcd timeouts")
+    ap.add_argument("--etcd-timeouts", choices=("default", "geokv"), default="default",
+                    help="default: 100/1000 ms; geokv: geokv's derived timeouts")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     if args.preferred not in regions:
         print(f"error: --preferred {args.preferred} is not one of --regions", file=sys.stderr)
         return 2
+    learners = [r.strip() for r in args.learners.split(",") if r.strip()]
     table = build_rtt_table(args.rtt)
-    topo = Topology([MemberPlacement(i + 1, r) for i, r in enumerate(regions)], table)
-    plan = derive_for_topology(topo)
-    hb, el = int(plan.heartbeat_interval_ms), int(plan.election_timeout_ms)
-    log(f"timeouts for both systems: heartbeat {hb} ms, election {el} ms")
+    topo = Topology([MemberPlacement(i + 1, r) for i, r in enumerate(regions)]
+                    + [MemberPlacement(len(regions) + j + 1, r, voter=False) for j, r in enumerate(learners)], table)
+    derived = derive_for_topology(Topology([MemberPlacement(i + 1, r) for i, r in enumerate(regions)], table))
+    etcd_plan = (derived if args.etcd_timeouts == "geokv"
+                 else TimeoutPlan(float(ETCD_DEFAULT_HEARTBEAT_MS), float(ETCD_DEFAULT_ELECTION_MS)))
+    hb, el = int(etcd_plan.heartbeat_interval_ms), int(etcd_plan.election_timeout_ms)
+    geokv_plan = None if args.geokv_timeouts == "auto" else etcd_plan
+    log(f"timeouts: etcd heartbeat {hb} ms / election {el} ms; geokv "
+        + (f"derived at runtime (heartbeat {derived.heartbeat_interval_ms:.0f} ms / election "
+           f"{derived.election_timeout_ms:.0f} ms from the table)" if geokv_plan is None else f"fixed {hb}/{el} ms"))
     leader_id = regions.index(args.preferred) + 1
 
     results: list[SystemResult] = []
@@ -388,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.rounds, READ_MODES_ETCD, move_by_api=True, failovers=args.failovers))
         elif system == "geokv":
             try:
-                cluster = GeokvGeoCluster(regions, args.rtt, args.preferred, hb, el)
+                cluster = GeokvGeoCluster(regions, args.rtt, args.preferred, geokv_plan, learners)
             except ImportError as e:
                 results.append(SystemResult("geokv", error=f"geokv server harness not available: {e}"))
                 continue
@@ -398,11 +424,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown system {system!r} (etcd, geokv)", file=sys.stderr)
             return 2
 
-    print_table(results, topo, leader_id, regions)
+    print_table(results, topo, leader_id, regions + learners)
+    load_end = os.getloadavg()
+    print(f"load average: {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
     out = {
         "regions": regions,
-        "rtt_ms": {k: v for k, v in table.as_dict().items() if all(r in regions for r in k.split(":"))},
-        "timeouts_ms": {"heartbeat": hb, "election": el},
+        "learners": learners,
+        "load_average": {"start": round(load_start[0], 2), "end": round(load_end[0], 2)},
+        "rtt_ms": {k: v for k, v in table.as_dict().items() if all(r in regions + learners for r in k.split(":"))},
+        "timeouts_ms": {"etcd": {"heartbeat": hb, "election": el},
+                        "geokv": ({"heartbeat": derived.heartbeat_interval_ms, "election": derived.election_timeout_ms,
+                                   "applied": "at runtime"} if geokv_plan is None else {"heartbeat": hb, "election": el})},
         "floors_ms": {row["region"]: {k: v for k, v in row.items() if k != "region"} for row in topo.floors_table(leader_id)},
         "systems": {r.name: {"latency": r.latency, "failover": r.failover, "error": r.error} for r in results},
     }
