@@ -99,7 +99,7 @@ def add_services(server: grpc.aio.Server, member: Any, limits: validate.Limits,
 
 
 GRPC_EDGES = ("native", "grpcio")
-GRPC_EDGE_DEFAULT = "grpcio"
+GRPC_EDGE_DEFAULT = "native"  # grpcio stays available: --grpc-edge grpcio
 GRPC_EDGE_ENV = "GEOKV_GRPC_EDGE"  # overrides the default (not an explicit --grpc-edge)
 
 

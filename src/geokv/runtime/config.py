@@ -223,6 +223,7 @@ _HELP: dict[str, str] = {
     "wan-emulation": "on: delay peer traffic by the one-way delay between regions "
                      "(jitter=5ms, loss=0.001 imply on)",
     "rtt": "RTT overrides, e.g. eu-west:ap-south=120ms,... or @file",
+    "grpc-edge": "the client gRPC server: native (default; geokv's own HTTP/2 edge) or grpcio (grpc.aio)",
 }
 
 
