@@ -51,6 +51,11 @@ RECONNECT_BACKOFF_MAX_S = 2.0
 HELLO_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 STOP_WAIT_S = 2.0
+# A peer removed from the cluster keeps its link this long at most, until the messages
+# already queued for it are written: the last of them may tell it that it was removed
+# (the commit of its own removal), which it learns from nobody else.
+REMOVED_PEER_DRAIN_S = 1.0
+REMOVED_PEER_DRAIN_POLL_S = 0.01
 # A connected peer that answers none of our pings for this long is treated as gone (a
 # half-open connection: its FIN/RST never reached us) and redialled. Bound: the larger of
 # a floor and a number of heartbeat intervals (pings go out every heartbeat).
@@ -189,6 +194,13 @@ class _Peer:
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_WAIT_S)
         self._fail_calls(errors.Stopped())
+
+    async def drain_and_close(self, timeout_s: float) -> None:
+        """Write what is queued (while connected, at most ``timeout_s``), then close."""
+        deadline = time.monotonic() + timeout_s
+        while self.queue and self.connected and not self.closing and time.monotonic() < deadline:
+            await asyncio.sleep(REMOVED_PEER_DRAIN_POLL_S)
+        await self.close()
 
     # --- enqueue (never blocks) ---------------------------------------------------
     def enqueue(self, kind: int, obj: Any) -> None:
@@ -412,6 +424,7 @@ class Transport:
         self.outbound_delay_s = outbound_delay_s
         self.max_frame_bytes = max_frame_bytes
         self._peers: dict[int, _Peer] = {}
+        self._closing_peers: set[_Peer] = set()  # removed peers writing their last messages
         self._peer_info: dict[int, tuple[str, str, str]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task] = set()
@@ -429,9 +442,10 @@ class Transport:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for p in list(self._peers.values()):
+        for p in list(self._peers.values()) + list(self._closing_peers):
             await p.close()
         self._peers.clear()
+        self._closing_peers.clear()
         for w in list(self._conn_writers):
             w.close()  # the connection's reader sees EOF even if a cancel gets lost
         conns = list(self._conns)
@@ -452,7 +466,12 @@ class Transport:
         peers = {i: u for i, u in peers.items() if i != self.member_id}
         for pid in [p for p in self._peers if p not in peers or self._peers[p].url != peers[p]]:
             p = self._peers.pop(pid)
-            asyncio.ensure_future(p.close())
+            if pid in peers:  # a new URL: the old link is useless
+                asyncio.ensure_future(p.close())
+            else:
+                self._closing_peers.add(p)
+                task = asyncio.ensure_future(p.drain_and_close(REMOVED_PEER_DRAIN_S))
+                task.add_done_callback(lambda _t, p=p: self._closing_peers.discard(p))
         for pid, url in peers.items():
             if pid not in self._peers:
                 p = _Peer(self, pid, url)
