@@ -25,9 +25,10 @@ entries through ``Member.apply_observers`` before they are applied, decodes its 
 keeps the list in ``<data-dir>/member/alarms`` (written and fsynced at each alarm
 entry, with the index it reflects, so a restart that replays the WAL applies each
 entry once). A follower that installs a leader snapshot missed the entries the
-snapshot covers: it marks its list unknown and proposes SYNC_REQUEST; each member that
-knows the list answers with SYNC(list as of that request's index); the follower takes
-the first and re-applies the alarm entries it saw after that index.
+snapshot covers: it marks its list unknown and proposes SYNC_REQUEST; the leader (on a
+retry: every member that knows the list) answers with SYNC(list as of that request's
+index); the follower takes the first and re-applies the alarm entries it saw after
+that index. The file is rewritten only when the list changes.
 
 Defragmentation (``Member.defragment``): LMDB's compacting copy of the environment is
 written in a worker thread (a consistent read snapshot; writes go on meanwhile),
@@ -58,6 +59,7 @@ import msgpack
 
 from geokv import errors
 from geokv.kv.types import Put, Range, decode_command
+from geokv.raft.types import StateRole
 
 log = logging.getLogger("geokv.alarms")
 
@@ -271,13 +273,14 @@ class AlarmMixin:
             if not self._alarm_known and self._alarm_sync_task is None:
                 self._alarm_start_sync()  # after a restart in the unknown state
             magic = ALARM_ENTRY_MAGIC
+            replayed = self.store.applied_index  # entries up to here were applied before a restart
             for e in ents:
                 data = e.data
                 if len(data) > ALARM_ENTRY_BYTES_MAX or magic not in data or e.index <= self._alarm_index:
                     continue
                 op = self._alarm_decode(data)
                 if op is not None:
-                    self._alarm_apply(e.index, op)
+                    self._alarm_apply(e.index, op, e.index <= replayed)
         except Exception:  # noqa: BLE001 - an observer must not kill the driver
             log.exception("%s: alarm observer failed", self.name)
 
@@ -325,13 +328,18 @@ class AlarmMixin:
             return None
         return [origin, *op]
 
-    def _alarm_apply(self, index: int, op: list) -> None:
+    def _alarm_apply(self, index: int, op: list, replay: bool = False) -> None:
+        """Apply one alarm entry. The file is rewritten (fsync) only when the list or the
+        sync state changed: replaying an entry that changed nothing changes nothing
+        again, so its index need not be durable."""
         origin, kind = op[0], op[1]
         self._alarm_stats["alarm_entries"] += 1
+        dirty = False
         if kind in (_OP_ACTIVATE, _OP_DEACTIVATE):
             member_id, alarm, nonce = int(op[2]), int(op[3]), int(op[4])
-            changed = self._alarm_change(kind, member_id, alarm)
+            changed = dirty = self._alarm_change(kind, member_id, alarm)
             if not self._alarm_known:
+                dirty = True  # the pending list grows
                 if len(self._alarm_pending) >= ALARM_PENDING_MAX:
                     self._alarm_pending = []
                     self._alarm_mark = index  # ask again from here
@@ -340,11 +348,14 @@ class AlarmMixin:
                     self._alarm_pending.append([index, kind, member_id, alarm])
             if nonce and origin == self.id and len(self._alarm_outcomes) < ALARM_OUTCOMES_MAX:
                 self._alarm_outcomes[nonce] = changed  # nonce 0: nobody waits for it
-            if changed:
+            if changed and self._alarm_known:
                 log.warning("%s: alarm %s %s (entry %d)", self.name,
                             "raised" if kind == _OP_ACTIVATE else "disarmed", alarm_string(member_id, alarm), index)
         elif kind == _OP_SYNC_REQUEST:
-            if self._alarm_known and origin != self.id:
+            # The leader answers at once; everyone who knows the list answers a retry.
+            attempt = int(op[2]) if len(op) > 2 else 1
+            if (self._alarm_known and origin != self.id and not replay
+                    and (attempt > 0 or self.role == StateRole.LEADER)):
                 self._alarm_spawn([_OP_SYNC, sorted(self._alarm_set), index])
         elif kind == _OP_SYNC:
             alarms, as_of = op[2], int(op[3])
@@ -355,12 +366,14 @@ class AlarmMixin:
                         self._alarm_change(p_kind, p_member, p_alarm)
                 self._alarm_pending = []
                 self._alarm_known = True
+                dirty = True
                 self._alarm_stats["alarm_syncs_adopted"] += 1
                 log.info("%s: alarm list synced (%d alarms)", self.name, len(self._alarm_set))
         else:
             return
         self._alarm_index = index
-        self._alarm_save()
+        if dirty:
+            self._alarm_save()
 
     def _alarm_change(self, kind: int, member_id: int, alarm: int) -> bool:
         item = (member_id, alarm)
@@ -412,11 +425,11 @@ class AlarmMixin:
 
     async def _alarm_sync(self) -> None:
         try:
-            for _attempt in range(ALARM_SYNC_ATTEMPTS_MAX):
+            for attempt in range(ALARM_SYNC_ATTEMPTS_MAX):
                 if self._alarm_known or self._stopping or self.removed:
                     return
                 try:
-                    await self._alarm_propose([_OP_SYNC_REQUEST], timeout_s=ALARM_SYNC_RETRY_S * 2)
+                    await self._alarm_propose([_OP_SYNC_REQUEST, attempt], timeout_s=ALARM_SYNC_RETRY_S * 2)
                 except errors.Stopped:
                     return
                 except errors.GeoKVError as exc:
