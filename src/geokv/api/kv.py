@@ -62,6 +62,10 @@ class KVService(rpc_pb2_grpc.KVServicer):
         if mode is None:
             return await self.member.read(r)
         if mode == "bounded":
+            if r.revision > self.member.store.revision:
+                # The client has seen a revision this replica has not applied yet: a bound
+                # on staleness must not answer "future revision" for it -- catch up first.
+                await self.member.wait_linearizable()
             res, staleness = await self.member.read_bounded(r, float(max_staleness_ms or 0))
             context.set_trailing_metadata(((STALENESS_TRAILER_KEY, str(int(staleness))),))
             return res
