@@ -39,6 +39,10 @@ def test_defragment_under_writes_loses_nothing_and_shrinks_the_file(tmp_path):
             await leader.propose(Compact(res.revision, physical=True))
             await c.wait_applied(leader.applied_index)
             sizes_before = [m.store.db_size() for m in c.members]
+            leftover = os.path.join(os.path.dirname(c.members[0].store.path), ".defrag-left-by-a-crash")
+            os.makedirs(leftover)
+            with open(os.path.join(leftover, "data.mdb"), "wb") as f:
+                f.write(b"half a copy")
 
             watcher = c.members[2].watch_hub.subscribe(b"w/", b"w0")
             acked: dict[bytes, bytes] = {}
@@ -70,6 +74,7 @@ def test_defragment_under_writes_loses_nothing_and_shrinks_the_file(tmp_path):
                 assert os.path.getsize(os.path.join(m.store.path, "data.mdb")) * 4 < before
                 assert m.alarm_statistics()["defrags"] == DEFRAG_ROUNDS
             assert all(r["after_bytes"] <= r["before_bytes"] for r in reports)
+            assert not os.path.exists(leftover), "a crashed defrag's copy was not cleaned up"
 
             # the watcher on a defragmented member saw every write once, in revision order
             events = []

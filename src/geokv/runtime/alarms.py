@@ -109,6 +109,7 @@ DEFRAG_ATTEMPTS_MAX = 6
 """...and attempts in all (a step finding a snapshot being written tries again)."""
 DEFRAG_ACTION_TIMEOUT_S = 120.0
 """Bound on the wait for the driver to run the swap step."""
+DEFRAG_TMP_PREFIX = ".defrag-"
 _ALARM_FILE_VERSION = 1
 
 
@@ -514,8 +515,11 @@ class AlarmMixin:
             store = self.store
             before = store.db_size()
             parent = os.path.dirname(os.path.abspath(store.path.rstrip("/")))
+            for name in os.listdir(parent):  # copies left by a crash during an earlier defrag
+                if name.startswith(DEFRAG_TMP_PREFIX):
+                    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             for attempt in range(DEFRAG_ATTEMPTS_MAX):
-                tmp = tempfile.mkdtemp(prefix=".defrag-", dir=parent)
+                tmp = tempfile.mkdtemp(prefix=DEFRAG_TMP_PREFIX, dir=parent)
                 try:
                     if self._snapshot_task is not None:  # it uses the environment in a thread
                         await asyncio.wait([self._snapshot_task])
