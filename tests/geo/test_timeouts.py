@@ -114,3 +114,19 @@ def test_slots_are_ordered_disjoint_and_never_below_election_tick(n, tick_ms, ma
         assert hi1 <= lo2
     # the gap lets rank 0 finish two vote rounds before rank 1 can start
     assert (slots[1][0] - slots[0][1]) * tick_ms >= 2 * quorum_rtt
+
+
+def test_pause_stats_p99_over_a_sliding_window():
+    from geokv.geo.timeouts import PauseStats
+
+    st = PauseStats(window_s=10.0, min_samples=100)
+    for i in range(99):
+        st.observe(0.0, 1.0)
+    assert st.p99_ms(0.0) == 0.0                  # too few samples
+    st.observe(0.0, 300.0, count=2)               # e.g. two slow fsyncs from a histogram
+    assert st.p99_ms(1.0) == 300.0
+    assert st.p99_ms(11.0) == 0.0                 # forgotten after the window
+
+
+def test_measured_pauses_lengthen_the_election_timeout():
+    assert derive_timeouts(120, 0, pause_ms=200).election_timeout_ms == 50 + 300 + 120

@@ -197,3 +197,31 @@ def test_lease_valid_with_owed_ticks_is_the_lease_after_delivering_them():
             # what lease_valid() will say once ``a`` more ticks are delivered
             assert valid == (k + a < 9), (k, a)
         net.tick(1, ids=[lead], stabilize=False)
+
+
+def test_longer_check_quorum_window_keeps_a_leader_whose_acks_are_slow():
+    net = _lease_cluster()
+    lead = net.leader()
+    r = net[lead].rn
+    r.set_timing(1, 10, None, check_quorum_ticks=20)
+    net.tick(1)
+    net.isolate(lead)
+    for _ in range(19):
+        net.tick(1, ids=[lead], stabilize=False)
+    assert r.role == StateRole.LEADER            # etcd's rule would have deposed it at 10
+    assert not r.status().lease_valid            # but its lease is long gone
+    for _ in range(21):                          # the window that saw no answer ends
+        net.tick(1, ids=[lead], stabilize=False)
+    assert r.role == StateRole.FOLLOWER
+
+
+def test_a_leader_refuses_pre_votes_whatever_its_check_quorum_window():
+    net = _lease_cluster()
+    lead = net.leader()
+    r = net[lead].rn
+    r.set_timing(1, 10, None, check_quorum_ticks=40)
+    others = [i for i in net.nodes if i != lead]
+    net.cut(others[0], others[1])
+    for _ in range(60):
+        net.tick(1, ids=[lead] + others[:1])   # node others[1] hears nothing; leader keeps quorum via others[0]
+    assert net.leader() == lead and r.term == net[others[0]].rn.term

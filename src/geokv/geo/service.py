@@ -49,8 +49,8 @@ from .placement import (
     MemberState,
     parse_placement_spec,
 )
-from .timeouts import (RttStats, TimeoutPlan, TimeoutTuner, derive_for_topology,
-                       election_slot_ticks)
+from .timeouts import (LAG_SAMPLE_INTERVAL_S, PAUSE_WARMUP_S, PauseStats, RttStats, TimeoutPlan, TimeoutTuner,
+                       derive_for_topology, election_slot_ticks)
 from .topology import MemberPlacement, Topology
 from .wan import RttError, build_rtt_table
 
@@ -81,6 +81,10 @@ class GeoService:
         self.configured_plan = TimeoutPlan(float(getattr(cfg, "heartbeat_interval_ms", 100)),
                                            float(getattr(cfg, "election_timeout_ms", 1000)))
         self.rtt_stats = RttStats()
+        self.pauses = PauseStats()
+        self._fsync_buckets: list[tuple[float, float]] | None = None   # (bound ms, cumulative count)
+        self._lag_task: asyncio.Task[None] | None = None
+        self._started_s = time.monotonic()
         self.tuner: TimeoutTuner | None = None     # the leader's plan (auto timeouts only)
         self.plan = self.configured_plan           # the plan this member runs with
         self.slot: tuple[int, int] | None = None   # this voter's election range (ticks)
@@ -132,16 +136,58 @@ class GeoService:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="geo-service")
+            self._started_s = time.monotonic()
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), name="geo-service")
+            if getattr(self.member, "timeouts_adjustable", False):
+                self._lag_task = loop.create_task(self._probe_loop_lag(), name="geo-loop-lag")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        for name in ("_task", "_lag_task"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+
+    async def _probe_loop_lag(self) -> None:
+        """How late this process's event loop wakes up (CPU starvation, GC): a leader
+        sends no heartbeat while its loop is stalled."""
+        await asyncio.sleep(PAUSE_WARMUP_S)
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
+            now = time.monotonic()
+            self.pauses.observe(now, max(0.0, (now - t0 - LAG_SAMPLE_INTERVAL_S) * 1000.0))
+
+    def _observe_fsyncs(self, now: float) -> None:
+        """WAL fsyncs since the last step, from the runtime's histogram (the driver waits
+        for each one before its next turn)."""
+        try:
+            from geokv.runtime import metrics
+
+            samples = [s for m in metrics.wal_fsync_seconds.collect() for s in m.samples
+                       if s.name.endswith("_bucket")]
+        except Exception:
+            return
+        cur = []
+        for smp in samples:
+            le = smp.labels.get("le", "")
+            bound = float("inf") if le in ("+Inf", "inf") else float(le) * 1000.0
+            cur.append((bound, float(smp.value)))
+        cur.sort()
+        prev, self._fsync_buckets = self._fsync_buckets, cur
+        if prev is None or len(prev) != len(cur) or now - self._started_s < PAUSE_WARMUP_S:
+            return
+        below_prev = below_cur = 0.0
+        for (bound, c), (_b, p) in zip(cur, prev):
+            n = int((c - below_cur) - (p - below_prev))
+            below_cur, below_prev = c, p
+            if n > 0:
+                self.pauses.observe(now, bound if bound != float("inf") else 10_000.0, n)
 
     # --- the loop -------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -253,16 +299,18 @@ class GeoService:
         if topo is None:
             return self.tuner.plan
         p50 = self.rtt_stats.p50_ms()
-        if not p50:
+        pause = self.pauses.p99_ms(now)
+        if not p50 and not pause:
             return self.tuner.plan      # not enough samples yet: the table's plan stands
         try:
             measured = topo.with_measured({(self.member.id, pid): ms for pid, ms in p50.items()})
-            cand = derive_for_topology(measured, self.rtt_stats.spread_ms())
+            cand = derive_for_topology(measured, self.rtt_stats.spread_ms(), pause)
         except RttError:
             return self.tuner.plan
         plan = self.tuner.offer(now, cand)
         if self.tuner.changed:
-            log.warning("geo: measured RTTs call for heartbeat %.0f ms, election timeout %.0f ms",
+            log.warning("geo: measured RTTs (spread %.0f ms) and pauses (p99 %.0f ms) call for "
+                        "heartbeat %.0f ms, election timeout %.0f ms", self.rtt_stats.spread_ms(), pause,
                         plan.heartbeat_interval_ms, plan.election_timeout_ms)
         return plan
 
@@ -271,7 +319,9 @@ class GeoService:
         if key == self._applied:
             return
         try:
-            self.member.set_raft_timing(plan.heartbeat_interval_ms, plan.election_timeout_ms, slot)
+            auto = getattr(self.member, "timeouts_adjustable", False)
+            self.member.set_raft_timing(plan.heartbeat_interval_ms, plan.election_timeout_ms, slot,
+                                        plan.check_quorum_ms if auto else None)
         except ValueError as e:
             log.warning("geo: cannot apply heartbeat %.0f ms / election %.0f ms (range %s): %s",
                         plan.heartbeat_interval_ms, plan.election_timeout_ms, slot, e)
@@ -300,6 +350,7 @@ class GeoService:
         table_topo = self.topology(voters, learners, measured=False) if topo is not None else None
         now = time.monotonic()
         self._observe_rtts()
+        self._observe_fsyncs(now)
         tick_ms = float(self.member.tick_ms)
         plan = self.plan
         if getattr(self.member, "timeouts_adjustable", False):

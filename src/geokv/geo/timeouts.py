@@ -9,11 +9,14 @@ The derivation rule (what each margin is for):
   ``h``).
 * Election timeout ``E`` = ``h`` + ``J`` + ``q``, rounded up to ``ROUND_TO_MS``:
   - ``J``, the jitter allowance: how much later than ``h`` after its predecessor a
-    heartbeat may arrive. ``max(JITTER_FLOOR_MS, JITTER_RTT_FACTOR x (p99 - p50 RTT))``:
-    the floor covers pauses of a server process on a busy host (GC, CPU contention, a
-    slow fsync in the driver loop); the measured spread covers the network's (from the
-    transport's smoothed RTT, sampled once per placement interval, at least
-    ``RTT_MIN_SAMPLES`` of them: connection set-up must not count). A follower that waits
+    heartbeat may arrive. ``max(JITTER_FLOOR_MS, JITTER_FACTOR x max(RTT p99 - p50,
+    pause p99))``. The floor covers short pauses of a server process; the measured terms
+    cover the network (the transport's smoothed RTT, sampled once per placement interval,
+    at least ``RTT_MIN_SAMPLES`` of them: connection set-up must not count) and the
+    leader's own pauses, during which it sends no heartbeat: its event loop's lag (CPU
+    starvation, GC; sampled every ``LAG_SAMPLE_INTERVAL_S``) and its WAL fsyncs (the driver
+    waits for them), p99 over the last ``PAUSE_WINDOW_S`` (the first ``PAUSE_WARMUP_S`` of
+    the process do not count). A follower that waits
     ``h + J`` without a heartbeat does not yet suspect the leader.
   - ``q``, the largest typical (p50) RTT from a voter to its nearest quorum: a leader anywhere
     gets a quorum's answer to a heartbeat before the lease from its previous one runs out
@@ -28,6 +31,12 @@ The derivation rule (what each margin is for):
   ~310 ms after its last heartbeat, wins after 2 x 120 ms, and a put from ap-south (forward,
   replicate, acknowledge, learn the commit: 4 x 60 ms) completes about 0.9 s after the
   kill; one from eu-west about 0.7 s.
+* CheckQuorum window = ``CHECK_QUORUM_ELECTIONS`` (2) election timeouts: a leader steps
+  down when no quorum answered it for that long. It needs no hurry (failure detection is
+  the followers' timeout; lease reads are judged separately, by the acknowledged heartbeat
+  stamps), and its answers wait for each follower's fsync (a heartbeat acknowledgement
+  leaves only once the follower's Ready is durable) and for its own driver after a
+  stall: with one election timeout, a loaded host deposed healthy leaders.
 * No election storms: PreVote and CheckQuorum are on. A follower whose heartbeats are
   late beyond ``E`` only sends pre-votes, which members that still hear the leader refuse
   (and the leader itself refuses), so neither the term nor the leader changes.
@@ -54,7 +63,11 @@ HEARTBEAT_MS = 50.0                # derived heartbeat interval (TCP: delayed, n
 HEARTBEAT_MIN_MS = 10.0            # below this the driver would spend its time ticking
 HEARTBEAT_MAX_MS = 5_000.0
 JITTER_FLOOR_MS = 100.0            # pauses of a busy server process (GC, CPU, fsync stalls)
-JITTER_RTT_FACTOR = 1.5            # x (p99 - p50) of the measured (smoothed) RTT
+JITTER_FACTOR = 1.5                # x the measured spread / pause p99
+LAG_SAMPLE_INTERVAL_S = 0.05       # event-loop lag probe period
+PAUSE_WINDOW_S = 60.0              # pauses older than this are forgotten
+PAUSE_MIN_SAMPLES = 200            # before loop-lag / fsync pauses may change the plan
+PAUSE_WARMUP_S = 10.0              # start-up (imports, connections, catch-up) is not a pause
 ELECTION_MAX_MS = 1_000.0          # = the start value of auto timeouts (restart vote embargo)
 ROUND_TO_MS = 10.0                 # plans are multiples of this (stable numbers, fewer changes)
 SHRINK_HYSTERESIS = 0.2            # shrink only if the new plan is >= 20% lower ...
@@ -62,12 +75,17 @@ SHRINK_HOLD_S = 60.0               # ... and stayed so for this long
 RTT_WINDOW_MAX_SAMPLES = 512       # per-peer samples kept for the percentiles
 RTT_MIN_SAMPLES = 30               # per peer, before measurements may change the plan
 SLOT_JITTER_MS = 30.0              # rank 0 fires this long after the others' refusal ends
+CHECK_QUORUM_ELECTIONS = 2         # a leader steps down after this many silent election timeouts
 
 
 @dataclass(slots=True, frozen=True)
 class TimeoutPlan:
     heartbeat_interval_ms: float
     election_timeout_ms: float
+
+    @property
+    def check_quorum_ms(self) -> float:
+        return CHECK_QUORUM_ELECTIONS * self.election_timeout_ms
 
     def ticks(self, tick_ms: float) -> tuple[int, int]:
         """(heartbeat ticks, election ticks) for a tick of ``tick_ms``."""
@@ -82,6 +100,7 @@ def _round_up(ms: float) -> float:
 def derive_timeouts(
     max_quorum_rtt_ms: float,
     rtt_spread_ms: float = 0.0,
+    pause_ms: float = 0.0,
     *,
     heartbeat_ms: float = HEARTBEAT_MS,
     election_max_ms: float = ELECTION_MAX_MS,
@@ -90,18 +109,19 @@ def derive_timeouts(
     (p50) and whose RTTs vary by ``rtt_spread_ms`` (p99 - p50). See the module docstring."""
     assert max_quorum_rtt_ms >= 0 and rtt_spread_ms >= 0
     h = min(HEARTBEAT_MAX_MS, max(HEARTBEAT_MIN_MS, heartbeat_ms))
-    jitter = max(JITTER_FLOOR_MS, JITTER_RTT_FACTOR * rtt_spread_ms)
+    assert pause_ms >= 0
+    jitter = max(JITTER_FLOOR_MS, JITTER_FACTOR * max(rtt_spread_ms, pause_ms))
     election = _round_up(h + jitter + max_quorum_rtt_ms)
     election = min(election, max(election_max_ms, 2 * h))
     return TimeoutPlan(heartbeat_interval_ms=h, election_timeout_ms=election)
 
 
-def derive_for_topology(topology, rtt_spread_ms: float = 0.0, **kw) -> TimeoutPlan:
+def derive_for_topology(topology, rtt_spread_ms: float = 0.0, pause_ms: float = 0.0, **kw) -> TimeoutPlan:
     """One plan for the whole cluster: any voter may lead, so the slowest quorum counts."""
     quorum = max((topology.quorum_rtt_ms(m.id) for m in topology.voters), default=0.0)
     if not math.isfinite(quorum):
         quorum = 0.0
-    return derive_timeouts(quorum, rtt_spread_ms, **kw)
+    return derive_timeouts(quorum, rtt_spread_ms, pause_ms, **kw)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -139,6 +159,40 @@ class RttStats:
     def spread_ms(self) -> float:
         """The largest p99 - p50 over the peers (0 without enough samples)."""
         return max((percentile(v, 99) - percentile(v, 50) for _p, v in self._ready()), default=0.0)
+
+
+class PauseStats:
+    """Pauses of this process in a sliding time window: weighted samples (ms, count),
+    e.g. event-loop lag probes (count 1) and fsync histogram deltas (bucket bound, n)."""
+
+    def __init__(self, window_s: float = PAUSE_WINDOW_S, min_samples: int = PAUSE_MIN_SAMPLES,
+                 max_entries: int = 4096) -> None:
+        self._window_s = window_s
+        self._min = min_samples
+        self._entries: list[tuple[float, float, int]] = []   # (time s, ms, count)
+        self._max = max_entries
+
+    def observe(self, now_s: float, ms: float, count: int = 1) -> None:
+        if count <= 0:
+            return
+        self._entries.append((now_s, ms, count))
+        if len(self._entries) > self._max:
+            del self._entries[: len(self._entries) - self._max]
+
+    def p99_ms(self, now_s: float) -> float:
+        """The p99 pause of the window; 0 with fewer than ``min_samples`` samples."""
+        cut = now_s - self._window_s
+        self._entries = [e for e in self._entries if e[0] >= cut]
+        total = sum(c for _t, _ms, c in self._entries)
+        if total < self._min:
+            return 0.0
+        rank = total - total // 100    # the sample at the 99th percentile (nearest rank)
+        seen = 0
+        for _t, ms, c in sorted(self._entries, key=lambda e: e[1]):
+            seen += c
+            if seen >= rank:
+                return ms
+        return 0.0
 
 
 class TimeoutTuner:

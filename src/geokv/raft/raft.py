@@ -105,6 +105,10 @@ class Raft(LeaderMixin):
         self.pending_read_index_messages: list[Message] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        #: Leader: ticks since the last CheckQuorum; the window is ``check_quorum_ticks``
+        #: (0 = one election timeout, as in etcd; see set_timing).
+        self.quorum_check_elapsed = 0
+        self.check_quorum_ticks = 0
         self.ticks = 0  # local clock in ticks, for leases
         self.check_quorum = c.check_quorum
         self.pre_vote = c.pre_vote
@@ -184,7 +188,8 @@ class Raft(LeaderMixin):
         return hold
 
     def set_timing(self, heartbeat_tick: int, election_tick: int,
-                   randomized_election_ticks: tuple[int, int] | None) -> None:
+                   randomized_election_ticks: tuple[int, int] | None,
+                   check_quorum_ticks: int = 0) -> None:
         """Change the timeouts now (validated by RawNode.set_timing); see the module
         docstring for why leases stay safe."""
         old = self.election_timeout
@@ -203,6 +208,7 @@ class Raft(LeaderMixin):
         c.randomized_election_ticks = randomized_election_ticks
         self.heartbeat_timeout = heartbeat_tick
         self.election_timeout = election_tick
+        self.check_quorum_ticks = check_quorum_ticks
         self.reset_randomized_election_timeout()
 
     def prune_lease_changes(self) -> None:
@@ -324,6 +330,7 @@ class Raft(LeaderMixin):
         self.lead = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.quorum_check_elapsed = 0
         self.reset_randomized_election_timeout()
         self.lead_transferee = 0
         self.lease_revoked = False
@@ -452,11 +459,16 @@ class Raft(LeaderMixin):
     def tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        self.quorum_check_elapsed += 1
+        if self.quorum_check_elapsed >= (self.check_quorum_ticks or self.election_timeout):
+            self.quorum_check_elapsed = 0
+            if self.check_quorum:
+                self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
+                if self.state != StateRole.LEADER:
+                    return
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
             self.prune_lease_changes()
-            if self.check_quorum:
-                self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
             # A transfer that did not finish within an election timeout is abandoned.
             if self.state == StateRole.LEADER and self.lead_transferee:
                 self.abort_leader_transfer()
@@ -525,9 +537,12 @@ class Raft(LeaderMixin):
         elif m.term > self.term:
             if t == MT.VOTE or t == MT.PRE_VOTE:
                 force = m.context == TRANSFER_CONTEXT
+                # A leader itself always refuses (CheckQuorum deposes it if it lost
+                # its quorum); a follower refuses while it hears from the leader.
                 in_lease = (self.check_quorum and self.lead != 0
-                            and self.election_elapsed < max(self.election_timeout,
-                                                            self.lease_hold_ticks))
+                            and (self.state == StateRole.LEADER
+                                 or self.election_elapsed < max(self.election_timeout,
+                                                                self.lease_hold_ticks)))
                 if not force and (in_lease or self.vote_embargo_ticks > 0):
                     # Leader stickiness: we heard from a leader recently, so this
                     # candidate is disruptive (or we just restarted); do not even

@@ -108,7 +108,8 @@ class RawNode:
         r.step(Message(MT.TRANSFER_LEADER, r.id, node_id, index=node_id))
 
     def set_timing(self, heartbeat_tick: int, election_tick: int,
-                   randomized_election_ticks: tuple[int, int] | None = None) -> None:
+                   randomized_election_ticks: tuple[int, int] | None = None,
+                   check_quorum_ticks: int | None = None) -> None:
         """Change the heartbeat interval and election timeout (in ticks) of a running node,
         and optionally the [lo, hi) range its election timeouts are drawn from (lo >=
         election_tick; None = Raft's [election_tick, 2 * election_tick)).
@@ -116,7 +117,11 @@ class RawNode:
         Safe with lease reads at any moment and in any order across members: the leader
         announces its lease hold in heartbeats and counts each stamp with the smallest
         hold it announced since (see geokv.raft.raft). The elapsed ticks are kept; the
-        election timeout is redrawn. Raises ConfigError (nothing changed) if invalid.
+        election timeout is redrawn. ``check_quorum_ticks``: how long a leader may go
+        without hearing from a quorum before it steps down (None = one election timeout,
+        etcd's rule; longer tolerates slow acknowledgements without changing failure
+        detection, which is the followers' timeout; lease reads do not depend on it).
+        Raises ConfigError (nothing changed) if invalid.
         """
         r = self.raft
         for name, v in (("heartbeat_tick", heartbeat_tick), ("election_tick", election_tick)):
@@ -134,7 +139,12 @@ class RawNode:
             if type(lo) is not int or type(hi) is not int or lo < election_tick or hi <= lo:
                 raise ConfigError(f"randomized_election_ticks {randomized_election_ticks} must "
                                   f"satisfy election_tick ({election_tick}) <= lo < hi")
-        r.set_timing(heartbeat_tick, election_tick, randomized_election_ticks)
+        if check_quorum_ticks is not None and (type(check_quorum_ticks) is not int
+                                               or check_quorum_ticks < election_tick):
+            raise ConfigError(f"check_quorum_ticks {check_quorum_ticks!r} must be an int >= "
+                              f"election_tick ({election_tick})")
+        r.set_timing(heartbeat_tick, election_tick, randomized_election_ticks,
+                     check_quorum_ticks or 0)
 
     def report_unreachable(self, node_id: int) -> None:
         r = self.raft

@@ -1308,13 +1308,16 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             return None
 
     def set_raft_timing(self, heartbeat_ms: float, election_ms: float,
-                        election_range_ticks: tuple[int, int] | None = None) -> tuple[int, int]:
+                        election_range_ticks: tuple[int, int] | None = None,
+                        check_quorum_ms: float | None = None) -> tuple[int, int]:
         """Change the heartbeat interval and election timeout of the running Raft node
         (and the [lo, hi) tick range its election timeouts are drawn from; lo >= election
         ticks). Takes effect at the driver's next turn; the tick length never changes.
         Lease reads stay safe across the change (geokv.raft.raft: the leader announces its
-        lease hold). Returns (heartbeat ticks, election ticks); raises ValueError if the
-        values do not fit the tick (nothing changes then)."""
+        lease hold). ``check_quorum_ms``: how long a leader goes without a quorum's answer
+        before it steps down (None: one election timeout). Returns (heartbeat ticks,
+        election ticks); raises ValueError if the values do not fit the tick (nothing
+        changes then)."""
         tick_ms = self.tick_ms
         hb = max(1, round(heartbeat_ms / tick_ms))
         el = round(election_ms / tick_ms)
@@ -1325,9 +1328,10 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             lo, hi = election_range_ticks
             if not el <= lo < hi:
                 raise ValueError(f"election range {election_range_ticks} must satisfy {el} <= lo < hi")
+        cq = None if check_quorum_ms is None else max(el, round(check_quorum_ms / tick_ms))
 
         def apply(rn) -> None:
-            rn.set_timing(hb, el, election_range_ticks)
+            rn.set_timing(hb, el, election_range_ticks, cq)
             # Catch-up after a stall must still deliver >= any hold a stamp may carry.
             self._election_tick = max(self._election_tick, el)
             self.heartbeat_s = hb * tick_ms / 1000.0
