@@ -87,6 +87,7 @@ def bench_observer(base: str) -> dict:
         payload = encode_command(Put(b"%0256d" % i, b"v" * VALUE_BYTES))
         ents.append(Entry(term=1, index=i + 1, data=msgpack.packb([1, i, payload], use_bin_type=True)))
     m._alarm_loaded = True  # no alarm file for this throwaway member
+    m.store = MVCCStore(os.path.join(base, "obs-db"), quota_bytes=cfg.quota_backend_bytes)
     obs = m._observe_alarm_entries
 
     def observe_round():
@@ -98,8 +99,11 @@ def bench_observer(base: str) -> dict:
             msgpack.unpackb(e.data, raw=False)
 
     n = OBSERVER_ROUNDS
-    o_cpu, o_wall = cpu_us_per(observe_round, n)
-    u_cpu, u_wall = cpu_us_per(unpack_round, n)
+    try:
+        o_cpu, o_wall = cpu_us_per(observe_round, n)
+        u_cpu, u_wall = cpu_us_per(unpack_round, n)
+    finally:
+        m.store.close()
     return {"observer_cpu_us_per_entry": (o_cpu / OBSERVER_BATCH, o_wall / OBSERVER_BATCH),
             "unpack_cpu_us_per_entry": (u_cpu / OBSERVER_BATCH, u_wall / OBSERVER_BATCH)}
 

@@ -274,7 +274,8 @@ class AlarmMixin:
             if not self._alarm_known and self._alarm_sync_task is None:
                 self._alarm_start_sync()  # after a restart in the unknown state
             magic = ALARM_ENTRY_MAGIC
-            replayed = self.store.applied_index  # entries up to here were applied before a restart
+            store = self.store
+            replayed = store.applied_index if store is not None else 0  # applied before a restart
             for e in ents:
                 data = e.data
                 if len(data) > ALARM_ENTRY_BYTES_MAX or magic not in data or e.index <= self._alarm_index:
