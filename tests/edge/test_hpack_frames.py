@@ -158,3 +158,39 @@ def test_frame_parser_any_chunking(bodies, split_points, chunks, pad):
         assert got == grpc_message(body)
         trailers = [fr for fr in frames if fr[0] == f.HEADERS and fr[2] == sid and fr[1] & f.END_STREAM]
         assert len(trailers) == 1 and decode_headers(trailers[0][3])["grpc-status"] == "0"
+
+
+frame_st = st.tuples(st.integers(min_value=0, max_value=10), st.integers(min_value=0, max_value=255),
+                     st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]), st.binary(max_size=40))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.lists(frame_st, max_size=12), valid_first=st.booleans())
+def test_random_frames_never_escape_as_exceptions(frames, valid_first):
+    """Whatever frames arrive, the connection answers with frames (GOAWAY when it gives
+    up) and never lets an exception out of data_received."""
+    data = f.PREFACE + f.settings_frame({})
+    if valid_first:
+        data += f.frame(f.HEADERS, f.END_HEADERS, 1, request_headers()) + f.frame(
+            f.DATA, f.END_STREAM, 1, grpc_message(b"ok"))
+    data += b"".join(f.frame(t, fl, sid, p) for t, fl, sid, p in frames)
+
+    async def run() -> tuple[bytes, bool]:
+        server = EdgeServer()
+        server.add_generic_rpc_handlers((_handlers(EdgeTestService()),))
+        conn = H2Connection(server)
+        tr = _Capture()
+        conn.connection_made(tr)
+        conn.data_received(data)
+        await asyncio.sleep(0)
+        if not tr.closed:
+            conn.connection_lost(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert server.open_rpcs == 0
+        return bytes(tr.data), tr.closed
+
+    out, closed = asyncio.run(run())
+    frames_out = _parse_frames(out)
+    if closed:
+        assert frames_out[-1][0] == f.GOAWAY
