@@ -78,6 +78,7 @@ class Maintenance:
 
     def _swap_in(self, tmp: str) -> None:
         """Replace the store directory by ``tmp`` (a complete LMDB env) and reopen."""
+        self._drop_point_reader()
         self.env.close()
         old = self.path.rstrip("/") + ".old"
         shutil.rmtree(old, ignore_errors=True)

@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 
 import lmdb
 
 from geokv import errors
 from geokv.kv import layout
 from geokv.kv.compaction import compact_chunk
-from geokv.kv.layout import _PAD, HDR, HDR_BYTES, M32, M64, key_prefix, scan_live
+from geokv.kv.layout import _PAD, HDR, HDR_BYTES, M32, M64, key_prefix, scan_live, user_key
 from geokv.kv.maintenance import Maintenance
 from geokv.kv.reads import collect_events, kv_from, range_kvs
 from geokv.kv.tables import _ID, LeaseMemberTables
@@ -100,6 +101,7 @@ EVENTS_SCAN_ROWS_MAX = 100_000
 """Change-log rows one events_page() call looks at, matching or not."""
 
 _STATE_KEY = b"state"
+_NO_SNAP = (-1, 1, 0)  # (txn id, revision, compact revision) that matches no txn
 _STATE = struct.Struct(">QQQQQ12s")  # applied, revision, compact_rev, compact_todo, data_bytes, compact_pos
 _EVENT_PUT = 0
 _EVENT_DELETE = 1
@@ -145,14 +147,21 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         self.max_txn_ops = max_txn_ops
         self.map_size = map_size if map_size is not None else max(quota_bytes * MAP_SIZE_PER_QUOTA, 64 << 20)
         os.makedirs(path, exist_ok=True)
+        # Point reads reuse one read txn and cursor while no commit has happened since
+        # it began (see _point_reader); the lock gives it to one thread at a time.
+        self._point_lock = threading.Lock()
+        self._point = None
         self.unclean_reboot = self._mark_open()
         self._open_env()
 
     # --- lifecycle --------------------------------------------------------------------
 
     def _open_env(self) -> None:
-        # No reader may pair a txn id of the new environment with the old one's state.
-        self._snap = (-1, 1, 0)
+        # No reader may pair a txn id of the new environment with the old one's state,
+        # nor reuse a txn of the old one (closing the environment ended it).
+        self._snap = _NO_SNAP
+        with self._point_lock:
+            self._point = None
         self.env = lmdb.open(
             self.path,
             map_size=self.map_size,
@@ -218,6 +227,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
     def close(self) -> None:
         if self.env is None:
             return
+        self._drop_point_reader()
         self.env.sync(True)
         self.env.close()
         self.env = None
@@ -280,6 +290,13 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         """
         out: list[tuple[object, list[Event]]] = []
         handlers = self._handlers
+        # Until this batch is published below, no read may take the cached state or
+        # reuse the cached point-read txn: one that began after the commit must see
+        # it (a thread's reads never go back in time).  Dropping the cached txn also
+        # keeps it from pinning the snapshot this batch replaces.
+        self._snap = _NO_SNAP
+        if self._point is not None:
+            self._drop_point_reader()
         try:
             with self.env.begin(write=True) as txn:
                 self._txn = txn
@@ -406,28 +423,67 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         return DeleteResult(self._wrev if deleted else self._rev, deleted, prev_kvs)
 
     def _delete(self, key: bytes, range_end: bytes, want_prev: bool) -> tuple[int, list[KeyValue]]:
-        victims = [(prefix, ckey, rec) for prefix, ckey, rec in scan_live(self._cur, key, range_end, 0)]
-        prev_kvs = []
-        for prefix, ckey, rec in victims:
-            kv = kv_from(prefix, ckey, rec)
-            self._tombstone(prefix, kv)
-            if want_prev:
-                prev_kvs.append(kv)
-        return len(victims), prev_kvs
+        victims = list(scan_live(self._cur, key, range_end, 0))
+        prev_kvs = self._tombstones(victims, key if not range_end else None)
+        return len(prev_kvs), (prev_kvs if want_prev else [])
 
-    def _tombstone(self, prefix: bytes, kv: KeyValue) -> None:
+    def _tombstones(self, victims: list[tuple[bytes, bytes, bytes]], key: bytes | None = None) -> list[KeyValue]:
+        """Delete the live versions ``victims`` ((prefix, composite key, record) in key
+        order, as scan_live yields them) at (self._wrev, self._sub...); returns their
+        KeyValues.  ``key``: the user key when there is a single victim known by name.
+
+        The cost of a large DeleteRange is here, per key: one tombstone row, one
+        change-log row and one event.  The rows are written with one putmulti per
+        database after the loop (the log rows appended), so a key costs two B-tree
+        inserts and a few Python objects.
+        """
         rev, sub = self._wrev, self._sub
-        txn = self._txn
-        ckey = prefix + _version_suffix(rev, sub)
-        txn.put(ckey, b"", db=self._kv)
-        if not txn.put(_rev_pack(rev, sub), kv.key, db=self._log, append=True):
-            raise AssertionError(f"change-log row {rev}/{sub} is not after the last one")
-        self._data_bytes += len(ckey) + 12 + len(kv.key)
-        if kv.lease:
-            txn.delete(_ID.pack(kv.lease) + kv.key, db=self._lkeys)
-        self._sub = sub + 1
-        event_prev = kv if kv.mod_revision != rev else self._prev_before(prefix, kv.key)
-        self._events.append(Event(_EVENT_DELETE, KeyValue(kv.key, 0, rev, 0, b"", 0), event_prev))
+        inv_rev = M64 - rev
+        events = self._events
+        append_event = events.append
+        kv_rows: list[tuple[bytes, bytes]] = []
+        log_rows: list[tuple[bytes, bytes]] = []
+        add_kv_row, add_log_row = kv_rows.append, log_rows.append
+        kvs: list[KeyValue] = []
+        add_kv = kvs.append
+        lease_rows: list[bytes] = []
+        added_bytes = 0
+        redone: list[int] = []  # victims this txn wrote before (prev_kv needs a lookup)
+        for prefix, ckey, rec in victims:
+            k = key if key is not None else user_key(prefix)
+            create, version, lease = _hdr_unpack_from(rec)
+            mod = M64 - _inv_main_from(ckey, len(ckey) - 12)[0]
+            kv = KeyValue(k, create, mod, version, rec[HDR_BYTES:], lease)
+            add_kv(kv)
+            tkey = prefix + _rev_pack(inv_rev, M32 - sub)
+            add_kv_row((tkey, b""))
+            add_log_row((_rev_pack(rev, sub), k))
+            added_bytes += len(tkey) + 12 + len(k)
+            if lease:
+                lease_rows.append(_ID.pack(lease) + k)
+            if mod == rev:
+                redone.append(len(events))
+            append_event(Event(_EVENT_DELETE, KeyValue(k, 0, rev, 0, b"", 0), kv))
+            sub += 1
+        if not kvs:
+            return kvs
+        for i in redone:
+            # etcd's prev_kv is the key at revision - 1, before this txn's own writes.
+            ev = events[i]
+            k = ev.kv.key
+            ev.prev_kv = self._prev_before(key_prefix(k), k)
+        n = len(kvs)
+        if self._cur.putmulti(kv_rows, dupdata=False) != (n, n):
+            raise AssertionError(f"tombstones of revision {rev} overwrote rows")
+        if self._logcur.putmulti(log_rows, dupdata=False, append=True) != (n, n):
+            raise AssertionError(f"change-log rows of revision {rev} are not after the last one")
+        if lease_rows:
+            txn, lkeys = self._txn, self._lkeys
+            for row in lease_rows:
+                txn.delete(row, db=lkeys)
+        self._data_bytes += added_bytes
+        self._sub = sub
+        return kvs
 
     def _apply_range(self, r: Range, index: int) -> RangeResult:
         validate_command(r)
@@ -593,6 +649,29 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         _, rev, crev, _, _, _ = _STATE.unpack(raw)
         return rev, crev
 
+    def _drop_point_reader(self) -> None:
+        with self._point_lock:
+            point, self._point = self._point, None
+            if point is not None:
+                point[0].abort()
+
+    def _point_reader(self) -> tuple:
+        """(txn, kv cursor, txn id) for a point read; call with _point_lock held.
+
+        The cached read txn is reused while its snapshot is the newest one published
+        by apply_batch (same txn id), which is what a new txn would read, so a read
+        after apply_batch returned never sees an older state.  Otherwise it is replaced
+        by a new txn.  apply_batch drops the cached txn before it writes, so the cache
+        never holds on to an old snapshot for longer than one batch.
+        """
+        point = self._point
+        if point is None or point[2] != self._snap[0]:
+            if point is not None:
+                point[0].abort()
+            txn = self.env.begin()
+            point = self._point = (txn, txn.cursor(self._kv), txn.id())
+        return point
+
     def range(self, r: Range) -> RangeResult:
         """etcd Range at r.revision (0: now); raises Compacted / FutureRev / EmptyKey."""
         key = r.key
@@ -601,24 +680,39 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         if type(r) is Range and not (r.range_end or r.revision or r.sort_order or r.sort_target
                                      or r.min_mod_revision or r.max_mod_revision
                                      or r.min_create_revision or r.max_create_revision):
-            # The common case, a point read now: one seek, no generator, and the header
-            # revision from the snapshot cache (compaction cannot fail a read now).
+            # The common case, a point read now: one seek, and the header revision from
+            # the snapshot cache (compaction cannot fail a read now).
             n = len(key)
-            with self.env.begin() as txn:
-                snap = self._snap
-                rev = snap[1] if txn.id() == snap[0] else self._read_state(txn)[0]
-                if n <= MAX_KEY_BYTES:
-                    prefix = key + _PAD[n] if n <= 16 else key_prefix(key)
+            if n > MAX_KEY_BYTES:  # longer than any key the store can hold
+                with self.env.begin() as txn:
+                    return RangeResult([], False, 0, self._read_state(txn)[0])
+            prefix = key + _PAD[n] if n <= 16 else key_prefix(key)
+            lock = self._point_lock
+            if lock.acquire(False):
+                try:
+                    txn, cur, txn_id = self._point_reader()
+                    snap = self._snap
+                    rev = snap[1] if txn_id == snap[0] else self._read_state(txn)[0]
+                    if cur.set_range(prefix):
+                        k, rec = cur.item()
+                    else:
+                        k = rec = b""
+                finally:
+                    lock.release()
+            else:  # another thread holds the cached txn: use a txn of our own
+                with self.env.begin() as txn:
+                    rev = self._read_state(txn)[0]
                     cur = txn.cursor(self._kv)
                     if cur.set_range(prefix):
                         k, rec = cur.item()
-                        if rec and k.startswith(prefix):
-                            if r.count_only:
-                                return RangeResult([], False, 1, rev)
-                            create, version, lease = _hdr_unpack_from(rec)
-                            return RangeResult([KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
-                                                         b"" if r.keys_only else rec[HDR_BYTES:], lease)],
-                                               False, 1, rev)
+                    else:
+                        k = rec = b""
+            if rec and k.startswith(prefix):
+                if r.count_only:
+                    return RangeResult([], False, 1, rev)
+                create, version, lease = _hdr_unpack_from(rec)
+                return RangeResult([KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
+                                             b"" if r.keys_only else rec[HDR_BYTES:], lease)], False, 1, rev)
             return RangeResult([], False, 0, rev)
         if r.sort_order or r.sort_target:
             validate_command(r)
@@ -628,17 +722,30 @@ class MVCCStore(LeaseMemberTables, Maintenance):
 
     def get(self, key: bytes) -> KeyValue | None:
         """The current KeyValue of one key, or None (one LMDB seek)."""
-        if len(key) > MAX_KEY_BYTES:
+        n = len(key)
+        if n > MAX_KEY_BYTES:
             return None
-        prefix = key_prefix(key)
-        with self.env.begin() as txn:
-            cur = txn.cursor(self._kv)
-            if cur.set_range(prefix):
-                k, rec = cur.item()
-                if rec and k.startswith(prefix):
-                    create, version, lease = _hdr_unpack_from(rec)
-                    return KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version,
-                                    rec[HDR_BYTES:], lease)
+        prefix = key + _PAD[n] if n <= 16 else key_prefix(key)
+        lock = self._point_lock
+        if lock.acquire(False):
+            try:
+                cur = self._point_reader()[1]
+                if cur.set_range(prefix):
+                    k, rec = cur.item()
+                else:
+                    k = rec = b""
+            finally:
+                lock.release()
+        else:
+            with self.env.begin() as txn:
+                cur = txn.cursor(self._kv)
+                if cur.set_range(prefix):
+                    k, rec = cur.item()
+                else:
+                    k = rec = b""
+        if rec and k.startswith(prefix):
+            create, version, lease = _hdr_unpack_from(rec)
+            return KeyValue(key, create, M64 - _inv_main_from(k, len(k) - 12)[0], version, rec[HDR_BYTES:], lease)
         return None
 
     def _range(self, cur, r: Range, cur_rev: int, crev: int | None = None) -> RangeResult:

@@ -15,7 +15,6 @@ import msgpack
 
 from geokv import errors
 from geokv.kv.layout import M64, scan_live
-from geokv.kv.reads import kv_from
 from geokv.kv.types import (
     LeaseCheckpoint,
     LeaseCheckpointResult,
@@ -60,11 +59,9 @@ class LeaseMemberTables:
         if txn.get(lkey, db=self._lease) is None:
             raise errors.LeaseNotFound()
         keys = self._lease_keys_in(txn, r.id)
-        deleted = 0
-        for key in keys:  # sorted, so every replica deletes in the same sub-revision order
-            for prefix, ckey, rec in list(scan_live(self._cur, key, b"", 0)):
-                self._tombstone(prefix, kv_from(prefix, ckey, rec, key))
-                deleted += 1
+        # Sorted, so every replica deletes in the same sub-revision order.
+        victims = [row for key in keys for row in scan_live(self._cur, key, b"", 0)]
+        deleted = len(self._tombstones(victims))
         txn.delete(lkey, db=self._lease)
         return LeaseRevokeResult(self._wrev if self._sub else self._rev, deleted)
 
