@@ -33,7 +33,7 @@ def test_static_table_and_huffman_code_match_the_oracle():
     assert ours.huffman_codes() == list(REQUEST_CODES)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, derandomize=True, deadline=None)
 @given(blocks=st.lists(header_lists, min_size=1, max_size=8), huffman=st.booleans(),
        table_sizes=st.lists(st.sampled_from([0, 256, 1024, 4096]), max_size=3))
 def test_decoder_round_trips_the_oracle_encoder(blocks, huffman, table_sizes):
@@ -47,7 +47,7 @@ def test_decoder_round_trips_the_oracle_encoder(blocks, huffman, table_sizes):
         assert got == [(n.encode(), v.encode()) for n, v in hs]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, derandomize=True, deadline=None)
 @given(data=st.binary(max_size=200))
 def test_decoder_on_garbage_raises_only_its_errors(data):
     dec = ours.Decoder()
@@ -57,13 +57,13 @@ def test_decoder_on_garbage_raises_only_its_errors(data):
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, derandomize=True, deadline=None)
 @given(data=st.binary(max_size=64))
 def test_huffman_round_trip(data):
     assert ours.huffman_decode(ours.huffman_encode(data)) == data
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, derandomize=True, deadline=None)
 @given(value=st.integers(min_value=0, max_value=(1 << 30)), prefix=st.integers(min_value=1, max_value=8))
 def test_integer_round_trip(value, prefix):
     enc = ours.encode_integer(value, prefix)
@@ -125,7 +125,7 @@ def _conversation(bodies, split_points, pad):
     return b"".join(out)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=6),
        split_points=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=5),
        chunks=st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=30),
@@ -164,7 +164,7 @@ frame_st = st.tuples(st.integers(min_value=0, max_value=10), st.integers(min_val
                      st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]), st.binary(max_size=40))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=st.lists(frame_st, max_size=12), valid_first=st.booleans())
 def test_random_frames_never_escape_as_exceptions(frames, valid_first):
     """Whatever frames arrive, the connection answers with frames (GOAWAY when it gives
@@ -192,5 +192,6 @@ def test_random_frames_never_escape_as_exceptions(frames, valid_first):
 
     out, closed = asyncio.run(run())
     frames_out = _parse_frames(out)
-    if closed:
+    client_goaway = any(t == f.GOAWAY and sid == 0 and len(p) >= 8 for t, _fl, sid, p in frames)
+    if closed and not client_goaway:  # a client's own GOAWAY may end it quietly
         assert frames_out[-1][0] == f.GOAWAY

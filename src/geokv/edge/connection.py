@@ -250,6 +250,8 @@ class H2Connection(CallRunner, asyncio.Protocol):
             elif ftype == f.GOAWAY:
                 if sid != 0:
                     raise ConnectionError_(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+                if length < 8:
+                    raise ConnectionError_(f.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
                 self._on_goaway()
             elif ftype == f.PUSH_PROMISE:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
