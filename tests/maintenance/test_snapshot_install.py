@@ -6,6 +6,7 @@ the follower dropping every inbound Raft message, as a lossy network would."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -114,6 +115,17 @@ def test_follower_installing_a_snapshot_keeps_watchers_and_alarms_correct(tmp_pa
             await leader.propose(Put(b"y", b"1"))
             await c.wait_applied(leader.applied_index)
             assert f2.alarm_list() == [(leader.id, ALARM_NOSPACE)]
+
+            # Restarted without its alarm file while the WAL still holds the leader's
+            # snapshot: it does not take "no file" for "no alarms", it asks again.
+            assert f2.storage.snapshot().data, "the follower took a local snapshot meanwhile"
+            await c.stop_member(idx)
+            os.unlink(os.path.join(f2.config.data_dir, "member", "alarms"))
+            f3 = await c.start_member(idx, snapshot_catchup_entries=5)
+            await leader.propose(Put(b"z", b"1"))
+            await _wait_for(lambda: f3.alarm_statistics()["alarm_list_known"], CATCH_UP_TIMEOUT_S,
+                            "the restarted follower never re-learned the alarm list")
+            assert f3.alarm_list() == [(leader.id, ALARM_NOSPACE)]
         finally:
             await c.stop()
     run(main())

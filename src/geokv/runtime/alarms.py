@@ -184,18 +184,30 @@ class AlarmMixin:
             with open(self._alarm_path(), "rb") as f:
                 st = msgpack.unpackb(f.read(), raw=False)
         except FileNotFoundError:
-            return
+            st = None
         except (OSError, ValueError, msgpack.UnpackException) as exc:
             # The file is rewritten atomically, so this is damage from outside: ask the
             # cluster for the list instead of trusting it.
             log.error("%s: unreadable alarm file (%r); asking the cluster", self.name, exc)
             self._alarm_known = False
             return
-        self._alarm_index = int(st["index"])
-        self._alarm_set = {(int(m), int(a)) for m, a in st["alarms"]}
-        self._alarm_known = bool(st["known"])
-        self._alarm_mark = int(st.get("mark", 0))
-        self._alarm_pending = [list(p) for p in st.get("pending", [])]
+        if st is not None:
+            self._alarm_index = int(st["index"])
+            self._alarm_set = {(int(m), int(a)) for m, a in st["alarms"]}
+            self._alarm_known = bool(st["known"])
+            self._alarm_mark = int(st.get("mark", 0))
+            self._alarm_pending = [list(p) for p in st.get("pending", [])]
+        # A leader's snapshot (full data, term >= 2; the bootstrap one has term 1) newer
+        # than the last install this list accounts for: the process stopped between
+        # installing it and noticing, or the file is gone. Ask the cluster.
+        snap = self.storage.snapshot() if self.storage is not None else None
+        if (snap is not None and snap.data and snap.metadata.term >= 2
+                and snap.metadata.index > self._alarm_mark and self._alarm_known):
+            log.info("%s: the WAL holds a leader snapshot (index %d) newer than the alarm list",
+                     self.name, snap.metadata.index)
+            self._alarm_known = False
+            self._alarm_mark = snap.metadata.index
+            self._alarm_pending = []
 
     def _alarm_save(self) -> None:
         path = self._alarm_path()
