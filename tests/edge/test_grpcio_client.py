@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 
 import grpc
 import pytest
@@ -211,3 +212,26 @@ def test_task_per_call_mode_behaves_the_same():
             assert uu(ch, "Sleep")(b"10", timeout=5) == b"10"
     finally:
         e.stop()
+
+
+def test_stop_cancels_calls_that_outlive_the_grace():
+    e = ThreadedEdge().start()
+    stopped = False
+    try:
+        with grpc.insecure_channel(e.target) as ch:
+            fut = uu(ch, "Sleep").future(b"5000", timeout=20)
+            assert wait_until(lambda: e.stats()["open_rpcs"] == 1)
+            t0 = time.monotonic()
+            e.call(e.server.stop(0.3))
+            stopped = True
+            with pytest.raises(grpc.RpcError):
+                fut.result(timeout=5)
+            assert time.monotonic() - t0 < 4.0
+            assert wait_until(lambda: "5000" in e.service.cancelled)
+    finally:
+        if not stopped:
+            e.stop()
+        else:
+            e.loop.call_soon_threadsafe(e.loop.stop)
+            e._thread.join(5)
+            e.loop.close()
