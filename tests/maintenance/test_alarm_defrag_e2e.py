@@ -47,6 +47,12 @@ def _health(c, i: int) -> dict:
         return json.loads(exc.read())
 
 
+def _metrics(c, i: int) -> dict[str, float]:
+    with urllib.request.urlopen(c.metrics[i] + "/metrics", timeout=RPC_TIMEOUT_S) as r:
+        lines = r.read().decode().splitlines()
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln and not ln.startswith("#")}
+
+
 def _db_file_bytes(c, i: int) -> int:
     return os.path.getsize(os.path.join(c.local.data_dir(i), "member", "db", "data.mdb"))
 
@@ -80,6 +86,9 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
         assert _alarm_lines(c, i) == [expected]
         assert f"{expected} " in _status(c, i)["errors"]
         assert _health(c, i)["health"] == "false"  # etcd 3.4: any alarm fails /health
+        m = _metrics(c, i)
+        assert m['geokv_alarms_active{alarm="NOSPACE"}'] == 1
+        assert m["etcd_server_quota_backend_bytes"] == QUOTA_BYTES
 
     # 3. Every member refuses writes that cost space (etcd's capped applier) ...
     for i in range(3):
@@ -122,6 +131,9 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
         assert after[i]["dbSize"] * 4 < before[i], (before, after)
         assert after[i]["dbSizeInUse"] <= after[i]["dbSize"]
         assert _db_file_bytes(c, i) * 4 < files_before[i]
+        m = _metrics(c, i)
+        assert m["etcd_mvcc_db_total_size_in_bytes"] * 4 < before[i]
+        assert m["geokv_defrag_freed_bytes_total"] > 0
 
     # 7. Disarm: the list empties everywhere and writes are accepted again.
     assert c.etcdctl("alarm", "disarm", endpoint=2).stdout.strip() == expected
@@ -130,6 +142,7 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
         assert _alarm_lines(c, i) == []
         assert not any("NOSPACE" in e for e in _status(c, i).get("errors", []))
         assert _health(c, i)["health"] == "true"
+        assert _metrics(c, i)['geokv_alarms_active{alarm="NOSPACE"}'] == 0
         assert c.etcdctl("put", f"after/{i}", "ok", endpoint=i).stdout.strip() == "OK"
     lease = c.etcdctl("lease", "grant", "100", endpoint=0)
     assert "granted with TTL" in lease.stdout

@@ -53,9 +53,12 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+import weakref
+from typing import Any, Iterator
 
 import msgpack
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from geokv import errors
 from geokv.kv.types import Put, Range, decode_command
@@ -145,6 +148,49 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+class _SpaceMetrics:
+    """Prometheus view of the members in this process: etcd's quota and backend size
+    gauges, the active alarms, and what defragmentation freed."""
+
+    def __init__(self) -> None:
+        self.members: weakref.WeakSet = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Any]:
+        quota = GaugeMetricFamily("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
+        size = GaugeMetricFamily("etcd_mvcc_db_total_size_in_bytes",
+                                 "Total size of the underlying database physically allocated in bytes.")
+        in_use = GaugeMetricFamily("etcd_mvcc_db_total_size_in_use_in_bytes",
+                                   "Total size of the underlying database logically in use in bytes.")
+        alarms = GaugeMetricFamily("geokv_alarms_active", "Active alarms (any member) as this member knows them.",
+                                   labels=["alarm"])
+        freed = CounterMetricFamily("geokv_defrag_freed_bytes", "Bytes defragmentation gave back to the filesystem.")
+        counts = {name: 0 for name in ALARM_NAMES.values() if name != "NONE"}
+        q = s = u = f = 0
+        for m in list(self.members):
+            store = getattr(m, "store", None)
+            if store is None or getattr(store, "env", None) is None:
+                continue
+            q += m.config.quota_backend_bytes
+            s += store.db_size()
+            u += store.db_size_in_use()
+            f += m._alarm_stats["defrag_bytes_freed"]
+            for _mid, a in m._alarm_set:
+                name = ALARM_NAMES.get(a)
+                if name in counts:
+                    counts[name] += 1
+        quota.add_metric([], q)
+        size.add_metric([], s)
+        in_use.add_metric([], u)
+        for name, n in sorted(counts.items()):
+            alarms.add_metric([name], n)
+        freed.add_metric([], f)
+        yield from (quota, size, in_use, alarms, freed)
+
+
+SPACE_METRICS = _SpaceMetrics()
+REGISTRY.register(SPACE_METRICS)
+
+
 class AlarmMixin:
     """Alarm list, space gate and defragmentation; see the module docstring."""
 
@@ -172,6 +218,7 @@ class AlarmMixin:
                              "defrags": 0, "defrag_bytes_freed": 0, "defrag_copies_stale": 0,
                              "defrag_copies_in_driver": 0}
         self.apply_observers.append(self._observe_alarm_entries)
+        SPACE_METRICS.members.add(self)
 
     def _alarm_path(self) -> str:
         return os.path.join(self.config.data_dir, "member", "alarms")
