@@ -22,21 +22,17 @@ the same alarm list. The kv layer has no alarm command, so an alarm entry is a
 read-only ``Range`` whose key starts with ``ALARM_ENTRY_MAGIC`` (the store applies it as
 a harmless read; no client can propose a bare Range): the mixin sees the committed
 entries through ``Member.apply_observers`` before they are applied, decodes its own and
-keeps the list in ``<data-dir>/member/alarms`` (written and fsynced at each alarm
-entry, with the index it reflects, so a restart that replays the WAL applies each
-entry once). A follower that installs a leader snapshot missed the entries the
+keeps the list in ``<data-dir>/member/alarms`` (rewritten and fsynced when the list
+changes, with the index it reflects: a restart replays the WAL's later alarm entries
+on exactly that list, so each has the effect it had). A follower that installs a leader snapshot missed the entries the
 snapshot covers: it marks its list unknown and proposes SYNC_REQUEST; the leader (on a
 retry: every member that knows the list) answers with SYNC(list as of that request's
 index); the follower takes the first and re-applies the alarm entries it saw after
-that index. The file is rewritten only when the list changes.
+that index.
 
-Defragmentation (``Member.defragment``): LMDB's compacting copy of the environment is
-written in a worker thread (a consistent read snapshot; writes go on meanwhile),
-fsynced, and swapped in only if nothing was applied since the copy began -- in the
-driver, between Readies, as one synchronous step (close, atomic rename of data.mdb,
-directory fsync, reopen), so no reader on the event loop ever sees a half-swapped
-environment and a crash leaves either the old or the new file. Under a steady write
-stream the last attempt copies inside that step (writes wait, as they do in etcd).
+Defragmentation: see runtime/defrag.py. CORRUPT alarms are listed, replicated and
+disarmed like NOSPACE but nothing raises one and they refuse no request (etcd's corruption
+checker is not implemented).
 
 Lease checkpoints: etcd 3.4 checkpoints remaining TTLs only with
 ``--experimental-enable-lease-checkpoint`` (off by default); without it a new leader
@@ -50,8 +46,6 @@ import asyncio
 import itertools
 import logging
 import os
-import shutil
-import tempfile
 import time
 import weakref
 from typing import Any, Iterator
@@ -63,6 +57,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from geokv import errors
 from geokv.kv.types import Put, Range, decode_command
 from geokv.raft.types import StateRole
+from geokv.runtime.defrag import DefragMixin, fsync_path
 
 log = logging.getLogger("geokv.alarms")
 
@@ -106,13 +101,6 @@ SPACE_CHECK_INTERVAL_S = 0.01
 """Far from the quota the file size the gate compares is re-read at most this often
 (one LMDB call, ~1.3 us); within ``SPACE_EXACT_FRACTION`` of it, at every write."""
 SPACE_EXACT_FRACTION = 0.75
-DEFRAG_COPY_ATTEMPTS_MAX = 3
-"""Background copies tried before the copy is made inside the driver step..."""
-DEFRAG_ATTEMPTS_MAX = 6
-"""...and attempts in all (a step finding a snapshot being written tries again)."""
-DEFRAG_ACTION_TIMEOUT_S = 120.0
-"""Bound on the wait for the driver to run the swap step."""
-DEFRAG_TMP_PREFIX = ".defrag-"
 _ALARM_FILE_VERSION = 1
 
 
@@ -130,22 +118,6 @@ def txn_cost(txn: Any) -> int:
 def alarm_string(member_id: int, alarm: int) -> str:
     """etcd's AlarmMember text form, as Status ``errors`` and etcdctl print it."""
     return f"memberID:{member_id} alarm:{ALARM_NAMES.get(alarm, str(alarm))} "
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _SpaceMetrics:
@@ -191,8 +163,9 @@ SPACE_METRICS = _SpaceMetrics()
 REGISTRY.register(SPACE_METRICS)
 
 
-class AlarmMixin:
-    """Alarm list, space gate and defragmentation; see the module docstring."""
+class AlarmMixin(DefragMixin):
+    """Alarm list and space gate (and, from DefragMixin, defragmentation); see the
+    module docstring."""
 
     # --- state ----------------------------------------------------------------------
     def _init_alarms(self) -> None:
@@ -268,7 +241,7 @@ class AlarmMixin:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_path(os.path.dirname(path))
 
     @property
     def nospace_alarm(self) -> bool:
@@ -564,86 +537,3 @@ class AlarmMixin:
                 log.warning("%s: raising the NOSPACE alarm failed: %s", self.name, exc)
         if refuse:
             raise errors.NoSpace()
-
-    # --- defragmentation ----------------------------------------------------------------
-    async def _alarm_defragment(self) -> dict:
-        """Rewrite the LMDB file without free pages; {"before_bytes", "after_bytes"}."""
-        self._check_running()
-        if self._defrag_lock is None:
-            self._defrag_lock = asyncio.Lock()
-        async with self._defrag_lock:
-            store = self.store
-            before = store.db_size()
-            parent = os.path.dirname(os.path.abspath(store.path.rstrip("/")))
-            for name in os.listdir(parent):  # copies left by a crash during an earlier defrag
-                if name.startswith(DEFRAG_TMP_PREFIX):
-                    shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-            for attempt in range(DEFRAG_ATTEMPTS_MAX):
-                tmp = tempfile.mkdtemp(prefix=DEFRAG_TMP_PREFIX, dir=parent)
-                try:
-                    if self._snapshot_task is not None:  # it uses the environment in a thread
-                        await asyncio.wait([self._snapshot_task])
-                    if attempt < DEFRAG_COPY_ATTEMPTS_MAX:
-                        index = store.applied_index
-                        await asyncio.to_thread(self._defrag_copy, tmp)
-                    else:
-                        index = None  # copy inside the driver step
-                    swapped = await self._defrag_in_driver(tmp, index)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                if swapped:
-                    break
-                self._alarm_stats["defrag_copies_stale"] += 1
-            else:
-                raise errors.Timeout("etcdserver: defragment did not complete (snapshots kept running)")
-            after = store.db_size()
-        self._space_checked_at = -1e18
-        self._alarm_stats["defrags"] += 1
-        self._alarm_stats["defrag_bytes_freed"] += max(0, before - after)
-        log.info("%s: defragmented the store: %d -> %d bytes", self.name, before, after)
-        return {"before_bytes": before, "after_bytes": after}
-
-    def _defrag_copy(self, tmp: str) -> None:
-        self.store.env.copy(tmp, compact=True)
-        _fsync_file(os.path.join(tmp, "data.mdb"))
-
-    async def _defrag_in_driver(self, tmp: str, index: int | None) -> bool:
-        """Swap ``tmp``'s copy in from a driver action (between Readies: nothing is being
-        applied). ``index`` None: copy there first. False if the copy is stale."""
-        fut = asyncio.get_running_loop().create_future()
-
-        def step(_rn) -> None:
-            if fut.done():
-                return
-            try:
-                if self._snapshot_task is not None or (index is not None and self.store.applied_index != index):
-                    fut.set_result(False)
-                    return
-                if index is None:
-                    self._alarm_stats["defrag_copies_in_driver"] += 1
-                    self._defrag_copy(tmp)
-                self._defrag_swap(tmp)
-                fut.set_result(True)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
-
-        if not self._add_action(step):
-            raise errors.TooManyRequests()
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), DEFRAG_ACTION_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise errors.Timeout() from None
-
-    def _defrag_swap(self, tmp: str) -> None:
-        """Replace data.mdb by the compacted copy: one rename, so a crash leaves one of
-        the two complete files; the copy is fsynced and so is the directory."""
-        store = self.store
-        path = store.path.rstrip("/")
-        store.env.close()
-        os.replace(os.path.join(tmp, "data.mdb"), os.path.join(path, "data.mdb"))
-        _fsync_dir(path)
-        try:
-            os.unlink(os.path.join(path, "lock.mdb"))  # the reader table of the old file
-        except FileNotFoundError:
-            pass
-        store._open_env()
