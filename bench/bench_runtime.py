@@ -44,6 +44,9 @@ from geokv.runtime.memstorage import MemoryRaftStorage  # noqa: E402
 from geokv.testing.inproc import InProcCluster  # noqa: E402
 
 VALUE = b"v" * 256
+#: --shape checkperf: what etcdctl check perf writes (random 256-byte keys, 1 KiB values)
+SHAPES = {"small": (0, 256), "checkperf": (256, 1024)}
+SHAPE = SHAPES["small"]
 LATENCY_SAMPLES_MAX = 200_000
 
 
@@ -83,22 +86,54 @@ def ref_mvcc(base: str, n: int = 20000, batch: int = 100) -> float:
         store.close()
 
 
+def _key(prefix: bytes, i: int, rng) -> bytes:
+    key_bytes = SHAPE[0]
+    if not key_bytes:
+        return prefix + b"%08d" % i
+    k = prefix + b"%016x" % rng.getrandbits(64)
+    return k + b"k" * (key_bytes - len(k))
+
+
 async def drive(c: InProcCluster, writes: int, concurrency: int, prefix: bytes) -> tuple[float, list[float]]:
+    import random
+
     members = c.live()
     lat: list[float] = []
     counter = iter(range(writes))
+    rng = random.Random(writes * 7919 + concurrency)
+    value = b"v" * SHAPE[1]
 
     async def worker(w: int) -> None:
         m = members[w % len(members)]
         for i in counter:
             t = time.perf_counter()
-            await m.propose(Put(prefix + b"%08d" % i, VALUE))
+            await m.propose(Put(_key(prefix, i, rng), value))
             if len(lat) < LATENCY_SAMPLES_MAX:
                 lat.append(time.perf_counter() - t)
 
     t0 = time.perf_counter()
     await asyncio.gather(*[worker(w) for w in range(concurrency)])
     return writes / (time.perf_counter() - t0), lat
+
+
+MEMBER_KWARGS: dict = {}
+GC_PAUSES: list[tuple[int, float]] = []  # (generation, seconds) of each collection in a run
+_gc_t0 = [0.0]
+
+
+def _gc_callback(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_t0[0] = time.perf_counter()
+    else:
+        GC_PAUSES.append((info["generation"], time.perf_counter() - _gc_t0[0]))
+
+
+def gc_summary() -> dict:
+    if not GC_PAUSES:
+        return {}
+    out: dict = {"gc_collections": len(GC_PAUSES), "gc_total_ms": sum(p for _, p in GC_PAUSES) * 1000,
+                 "gc_max_ms": max(p for _, p in GC_PAUSES) * 1000}
+    return out
 
 
 async def run_cluster(base: str, writes: int, concurrencies: list[int], memwal: bool,
@@ -113,7 +148,8 @@ async def run_cluster(base: str, writes: int, concurrencies: list[int], memwal: 
         for m in c.members:
             await m.start()
     else:
-        await c.start()
+        for i in range(len(c.configs)):
+            await c.start_member(i, **MEMBER_KWARGS)
     out = {}
     try:
         await c.wait_leader()
@@ -122,13 +158,15 @@ async def run_cluster(base: str, writes: int, concurrencies: list[int], memwal: 
             n = writes if conc > 1 else max(200, writes // 20)
             if profile is not None and conc == max(concurrencies):
                 profile.enable()
+            GC_PAUSES.clear()
             cpu0 = time.process_time()
             wps, lat = await drive(c, n, conc, b"c%d/" % conc)
             cpu_us = (time.process_time() - cpu0) / n * 1e6
+            gc_rep = gc_summary()
             if profile is not None and conc == max(concurrencies):
                 profile.disable()
             out[conc] = {"writes_per_s": wps, "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-                         "cpu_us_per_write": cpu_us}
+                         "max_ms": max(lat) * 1000, "cpu_us_per_write": cpu_us, **gc_rep}
     finally:
         await c.stop()
     return out
@@ -212,24 +250,46 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,64,256")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--grpc", action="store_true")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="small",
+                    help="small: sequential keys, 256 B values; checkperf: random 256 B keys, 1 KiB values")
+    ap.add_argument("--uvloop", action="store_true", help="run the members on uvloop (as geokv serve does)")
+    ap.add_argument("--no-memwal", action="store_true", help="skip the in-memory-log reference run")
+    ap.add_argument("--gc-report", action="store_true", help="time every garbage collection (count, total, max)")
+    ap.add_argument("--no-gc-tune", action="store_true", help="keep CPython's GC thresholds (the reference)")
     args = ap.parse_args()
+    if args.gc_report:
+        import gc
+
+        gc.callbacks.append(_gc_callback)
+    if args.no_gc_tune:
+        MEMBER_KWARGS["tune_gc"] = False
+    global SHAPE
+    SHAPE = SHAPES[args.shape]
+    if args.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     concs = [int(x) for x in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="geokv-bench-rt-", dir=os.environ.get("BENCH_DIR")) as base:
         fsync_per_s = ref_fsync(base)
         mvcc_puts_per_s = ref_mvcc(base)
         prof = cProfile.Profile() if args.profile else None
         disk = asyncio.run(run_cluster(os.path.join(base, "disk"), args.writes, concs, False, prof))
-        mem = asyncio.run(run_cluster(os.path.join(base, "mem"), args.writes, concs, True, None))
+        mem = {} if args.no_memwal else asyncio.run(
+            run_cluster(os.path.join(base, "mem"), args.writes, concs, True, None))
         grpc_res = bench_grpc(base) if args.grpc else None
     print(f"references: fsync {fsync_per_s:,.0f}/s (one durable write = {1000 / fsync_per_s:.2f} ms), "
           f"MVCC apply alone {mvcc_puts_per_s:,.0f} puts/s")
-    print(f"{'3 members in-process':<28}{'conc':>6}{'writes/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
-          f"{'CPU us/write':>14}")
+    print(f"{'3 members in-process':<28}{'conc':>6}{'writes/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"
+          f"{'CPU us/write':>14}{'GC n/total ms/max ms':>24}")
     for label, res in (("WAL+fsync (real)", disk), ("in-memory log (no fsync)", mem)):
         for conc, r in res.items():
+            gcs = (f"{r['gc_collections']}/{r['gc_total_ms']:.0f}/{r['gc_max_ms']:.1f}"
+                   if "gc_collections" in r else "")
             print(f"{label:<28}{conc:>6}{r['writes_per_s']:>12,.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-                  f"{r['cpu_us_per_write']:>14.0f}")
+                  f"{r['max_ms']:>10.1f}{r['cpu_us_per_write']:>14.0f}{gcs:>24}")
     result = {
+        "loadavg": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
         "ref_fsync_per_s": round(fsync_per_s, 1), "ref_mvcc_puts_per_s": round(mvcc_puts_per_s, 1),
         "disk": {str(k): {kk: round(vv, 3) for kk, vv in v.items()} for k, v in disk.items()},
         "memwal": {str(k): {kk: round(vv, 3) for kk, vv in v.items()} for k, v in mem.items()},

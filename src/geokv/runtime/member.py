@@ -71,7 +71,7 @@ from geokv.kv.types import (Compact, DeleteRange, LeaseGrant, LeaseGrantResult, 
 from geokv.raft.types import ReadOnlyOption
 from geokv.raft.types import (ConfChange, ConfState, EntryType, HardState, Message, MessageType, Snapshot,
                               SnapshotMetadata, StateRole)
-from geokv.runtime import metrics
+from geokv.runtime import memory, metrics
 from geokv.runtime.alarms import AlarmMixin
 from geokv.runtime.config import ServerConfig
 from geokv.runtime.leases import LeaseMixin
@@ -158,6 +158,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         request_timeout_s: float | None = None,
         rng_seed: int | None = None,
         snapshot_catchup_entries: int = SNAPSHOT_CATCHUP_ENTRIES,
+        tune_gc: bool = True,
     ) -> None:
         self.config = config
         self.id = config.member_id
@@ -171,6 +172,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         self._own_store = store is None
         self.outbound_delay_s = outbound_delay_s
         self.snapshot_catchup_entries = snapshot_catchup_entries
+        self.tune_gc = tune_gc  # see geokv.runtime.memory (once per process, default thresholds only)
         self.overlap_apply_with_fsync = True
         #: Callables given each batch of committed entries before they are applied (in the
         #: driver task: they must be cheap and must not raise). The geo layer counts writes
@@ -256,6 +258,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
 
             self.storage = await asyncio.to_thread(DiskRaftStorage.open, RealDisk(), cfg.wal_dir)
         self._bootstrap()
+        if self.tune_gc and memory.tune_gc():
+            log.info("garbage collector: start-up objects frozen, thresholds %s", memory.gc_thresholds())
         if getattr(self.storage, "sync_in_thread", True):
             self._syncer = SyncThread(self.storage.sync, name=f"wal-sync-{self.name}",
                                       on_synced=metrics.wal_fsync_seconds.observe)
@@ -943,6 +947,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             self._refresh_peers()
         if all_events and self.watch_hub is not None:
             self.watch_hub.publish(all_events, store.revision)
+        if len(all_events) >= memory.TRIM_AFTER_EVENTS_MIN or len(items) >= memory.TRIM_AFTER_EVENTS_MIN:
+            # After this batch's events and results are gone (next loop step).
+            asyncio.get_running_loop().call_soon(memory.trim_heap)
         # Followers: we are caught up with every leader commit we saw up to our applied index.
         seen = self._commit_seen
         while seen and seen[0][0] <= self.applied_index:
