@@ -133,24 +133,46 @@ def _build_huffman_automaton() -> None:
 _build_huffman_automaton()
 
 
-def huffman_decode(data: bytes) -> bytes:
+_HUFF_BYTE_STEPS: dict[int, tuple[int, bytes, bool]] = {}  # (state << 8 | byte) -> step, filled lazily
+_HUFF_BYTE_STEPS_MAX = 1 << 16  # every (state, byte) pair: the memo cannot grow past this
+
+
+def _huffman_byte_step(key: int) -> tuple[int, bytes, bool]:
+    """One input byte from one state: two nibble steps, memoised (at most two symbols
+    end within 8 bits, as the shortest code is 5 bits)."""
     table = _HUFF_TABLE
+    state, b = key >> 8, key & 0xFF
     out = bytearray()
-    state = 0
-    for b in data:
-        state, sym, ok = table[(state << 4) | (b >> 4)]
-        if sym >= 0:
-            out.append(sym)
-        if not ok:
-            raise HPACKError("EOS symbol in a Huffman-coded string")
+    state, sym, ok = table[(state << 4) | (b >> 4)]
+    if sym >= 0:
+        out.append(sym)
+    if ok:
         state, sym, ok = table[(state << 4) | (b & 15)]
         if sym >= 0:
             out.append(sym)
+    step = (state, bytes(out), ok)
+    if len(_HUFF_BYTE_STEPS) < _HUFF_BYTE_STEPS_MAX:
+        _HUFF_BYTE_STEPS[key] = step
+    return step
+
+
+def huffman_decode(data: bytes) -> bytes:
+    steps = _HUFF_BYTE_STEPS
+    parts = []
+    state = 0
+    for b in data:
+        key = (state << 8) | b
+        step = steps.get(key)
+        if step is None:
+            step = _huffman_byte_step(key)
+        state, emitted, ok = step
         if not ok:
             raise HPACKError("EOS symbol in a Huffman-coded string")
+        if emitted:
+            parts.append(emitted)
     if not _HUFF_ACCEPT[state]:
         raise HPACKError("bad padding in a Huffman-coded string")
-    return bytes(out)
+    return b"".join(parts)
 
 
 def huffman_encode(data: bytes) -> bytes:
@@ -243,6 +265,7 @@ class Decoder:
         n = len(block)
         pos = 0
         strings = self._strings
+        table = self.table
         update_allowed = True
         while pos < n:
             b = block[pos]
@@ -252,7 +275,12 @@ class Decoder:
                     pos += 1
                 else:
                     idx, pos = self._integer(block, pos, 7)
-                name, value = self._entry(idx)
+                if 0 < idx <= STATIC_LEN:
+                    name, value = STATIC_TABLE[idx - 1]
+                elif STATIC_LEN < idx <= STATIC_LEN + len(table):
+                    name, value = table[idx - STATIC_LEN - 1]
+                else:
+                    raise HPACKError(f"header index {idx} is out of range")
                 update_allowed = False
             elif b & 0x40 or not b & 0x20:  # literal (incremental indexing / without / never)
                 prefix = 6 if b & 0x40 else 4
