@@ -17,6 +17,14 @@ Ratios are against the grpcio do-nothing server measured in the same run; "cpu e
 its server CPU per request divided by the system's (above 1 = cheaper per request).
 
     python bench/api_edge.py [--seconds 5] [--concurrency 64] [--systems donothing,geokv_native]
+    python bench/api_edge.py --micro    # the native edge's own CPU per request, in-process
+
+``--micro`` feeds Go-client-shaped request bytes (HPACK with indexing, 16 calls per read)
+straight into one native-edge connection in front of the do-nothing KV servicer and
+reports process CPU per call, for a constant header block (the block cache hits) and
+for a grpc-timeout that changes every call (as with etcdctl: the block inserts into the
+dynamic table). The reference in the same run is the bare servicer call + protobuf
+(de)serialisation without any edge.
 
 Prints a table and a final line ``RESULT {json}``.
 """
@@ -174,6 +182,92 @@ def _median_run(rs: list[dict]) -> dict:
     return dict(by_ops, cpu_us_per_op=cpu)
 
 
+def micro(calls: int = 20000, per_read: int = 16, reps: int = 5) -> None:
+    """In-process CPU per call of the native edge (see --micro in the module docstring)."""
+    try:
+        import hpack as hpack_oracle  # the client-side encoder (pyproject [test] extra)
+    except ImportError:
+        sys.exit("--micro needs the hpack package (pip install hpack) to encode like a client")
+    from geokv.edge import EdgeServer
+    from geokv.edge import frames as f
+    from geokv.edge.connection import H2Connection
+    from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    sys.path.insert(0, HERE)
+    import donothing_server
+
+    class Sink:
+        def write(self, b: bytes) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default=None):
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+    body = rpc_pb2.PutRequest(key=b"k" * 256, value=b"v" * 1024).SerializeToString()
+    msg = f.MESSAGE_PREFIX.pack(0, len(body)) + body
+
+    def chunks(vary: bool) -> list[bytes]:
+        enc = hpack_oracle.Encoder()
+        hs = [(":method", "POST"), (":scheme", "http"), (":path", "/etcdserverpb.KV/Put"),
+              (":authority", "127.0.0.1:2379"), ("content-type", "application/grpc"),
+              ("user-agent", "grpc-go/1.26.0"), ("te", "trailers"), ("grpc-timeout", "4999872u")]
+        out, sid = [], 1
+        for _ in range(calls // per_read):
+            parts = []
+            for _ in range(per_read):
+                if vary:
+                    hs[-1] = ("grpc-timeout", "%du" % (4_990_000 + sid % 9973))
+                parts += [f.frame(f.HEADERS, f.END_HEADERS, sid, enc.encode(hs)), f.frame(f.DATA, f.END_STREAM, sid, msg),
+                          f.window_update_frame(0, len(msg))]
+                sid += 2
+            out.append(b"".join(parts))
+        return out
+
+    async def edge_us(data: list[bytes]) -> float:
+        server = EdgeServer()
+        rpc_pb2_grpc.add_KVServicer_to_server(donothing_server.DoNothingKV(1), server)
+        conn = H2Connection(server)
+        conn.connection_made(Sink())  # type: ignore[arg-type]
+        conn.data_received(f.PREFACE + f.settings_frame({}))
+        t0 = time.process_time()
+        for c in data:
+            conn.data_received(c)
+        return (time.process_time() - t0) / calls * 1e6
+
+    async def bare_us() -> float:
+        kv = donothing_server.DoNothingKV(1)
+        t0 = time.process_time()
+        for _ in range(calls):
+            req = rpc_pb2.PutRequest.FromString(body)
+            coro = kv.Put(req, None)
+            try:
+                coro.send(None)
+            except StopIteration as stop:
+                stop.value.SerializeToString()
+        return (time.process_time() - t0) / calls * 1e6
+
+    const, vary = chunks(False), chunks(True)
+    rows = {"servicer only (reference)": [], "native edge, constant headers": [],
+            "native edge, varying grpc-timeout": []}
+    for _ in range(reps):
+        rows["servicer only (reference)"].append(asyncio.run(bare_us()))
+        rows["native edge, constant headers"].append(asyncio.run(edge_us(const)))
+        rows["native edge, varying grpc-timeout"].append(asyncio.run(edge_us(vary)))
+    print(f"load average {loadavg()} (2 cores, shared); {calls} calls, {per_read} per read, best of {reps}")
+    print(f"{'path':<36}{'CPU us/call':>12}")
+    best = {k: min(v) for k, v in rows.items()}
+    for k, v in best.items():
+        print(f"{k:<36}{v:>12.1f}")
+    print("RESULT " + json.dumps({"bench": "api_edge_micro", "cpu_us_per_call": {k: round(v, 2) for k, v in best.items()},
+                                  "edge_only_us": {"constant": round(best["native edge, constant headers"]
+                                                                     - best["servicer only (reference)"], 2),
+                                                   "varying": round(best["native edge, varying grpc-timeout"]
+                                                                    - best["servicer only (reference)"], 2)}}))
+
+
 def loadavg() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
@@ -183,6 +277,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         _, _, endpoint, case, seconds, conc = sys.argv
         print(json.dumps(asyncio.run(load(endpoint, case, float(seconds), int(conc)))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--micro":
+        micro()
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
