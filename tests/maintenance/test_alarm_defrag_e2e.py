@@ -117,7 +117,8 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
     rev = int(out["header"]["revision"])
     c.etcdctl("compact", str(rev), "--physical", endpoint=0)
     before = [_status(c, i)["dbSize"] for i in range(3)]
-    assert all(b + len(FILL_VALUE) + 256 >= QUOTA_BYTES for b in before), before
+    # (n2's file is the one its quota check measured; the others may differ by a few pages)
+    assert before[target] + len(FILL_VALUE) + 256 >= QUOTA_BYTES, before
     assert c.etcdctl("alarm", "disarm", endpoint=0).stdout.split("\n")[0].strip() == expected
     _assert_nospace(c.etcdctl("put", "big", "x" * len(FILL_VALUE), endpoint=target, check=False))
     assert _alarm_lines(c, 0) == [expected]
