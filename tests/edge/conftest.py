@@ -5,6 +5,7 @@ one-member geokv server process on the native edge for etcdctl."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import shutil
 import socket
@@ -31,6 +32,9 @@ def _ident(b: bytes) -> bytes:
     return b
 
 
+CALL_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("CALL_VAR", default="unset")
+
+
 class EdgeTestService:
     """A bytes-in, bytes-out service (identity serializers) to probe the edge."""
 
@@ -40,6 +44,14 @@ class EdgeTestService:
 
     async def Echo(self, request: bytes, context) -> bytes:
         return request
+
+    async def ContextVar(self, request: bytes, context) -> bytes:
+        """Returns the variable as the call found it, then sets it (must not leak)."""
+        seen = CALL_VAR.get()
+        CALL_VAR.set(request.decode())
+        if request == b"suspend":
+            await asyncio.sleep(0.01)
+        return seen.encode()
 
     async def Sleep(self, request: bytes, context) -> bytes:
         """Sleeps int(request) ms; records whether it ran to the end or was cancelled."""
@@ -97,7 +109,7 @@ class EdgeTestService:
 def _handlers(svc: EdgeTestService) -> grpc.GenericRpcHandler:
     u = lambda fn: grpc.unary_unary_rpc_method_handler(fn, _ident, _ident)  # noqa: E731
     return grpc.method_handlers_generic_handler("test.Edge", {
-        "Echo": u(svc.Echo), "Sleep": u(svc.Sleep), "Fail": u(svc.Fail), "Metadata": u(svc.Metadata),
+        "Echo": u(svc.Echo), "ContextVar": u(svc.ContextVar), "Sleep": u(svc.Sleep), "Fail": u(svc.Fail), "Metadata": u(svc.Metadata),
         "Blob": grpc.unary_stream_rpc_method_handler(svc.Blob, _ident, _ident),
         "Writer": grpc.unary_stream_rpc_method_handler(svc.Writer, _ident, _ident),
         "BidiEcho": grpc.stream_stream_rpc_method_handler(svc.BidiEcho, _ident, _ident),

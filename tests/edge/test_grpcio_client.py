@@ -38,6 +38,12 @@ def test_unary_echo_many(channel):
     assert echo(b"", timeout=5) == b""
 
 
+def test_each_call_has_its_own_context(channel):
+    cv = uu(channel, "ContextVar")
+    for req in (b"one", b"suspend", b"two", b"suspend", b"three"):
+        assert cv(req, timeout=5) == b"unset"
+
+
 def test_concurrent_unary_futures(channel):
     echo = uu(channel, "Echo")
     futs = [echo.future(b"%d" % i, timeout=10) for i in range(300)]

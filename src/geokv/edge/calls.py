@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import time
 from typing import Any
@@ -167,8 +168,11 @@ class CallRunner:
             st.task = self.loop.create_task(self._run_unary_rest(st, coro, None))
             self._arm_deadline(st)
             return
+        # Like a Task, the call runs in its own copy of the context (contextvars set by a
+        # handler never leak into the next call on this connection).
+        context = contextvars.copy_context()
         try:
-            first = coro.send(None)
+            first = context.run(coro.send, None)
         except StopIteration as stop:
             self.finish_unary(st, stop.value)
             return
@@ -178,7 +182,7 @@ class CallRunner:
         except asyncio.CancelledError:
             self.finish_status(st, rpc.CANCELLED, "Cancelled")
             return
-        st.task = self.loop.create_task(self._run_unary_rest(st, coro, first))
+        st.task = self.loop.create_task(self._run_unary_rest(st, coro, first), context=context)
         self._arm_deadline(st)
 
     async def _run_unary_rest(self, st: Stream, coro: Any, first: Any) -> None:
