@@ -5,6 +5,7 @@ same one)."""
 from __future__ import annotations
 
 import struct
+import time
 
 import grpc
 import pytest
@@ -106,10 +107,14 @@ def test_bad_preface(edge, data):
     assert_serving(edge)
 
 
-def test_first_frame_must_be_settings(edge):
+@pytest.mark.parametrize("split", [False, True])
+def test_first_frame_must_be_settings(edge, split):
     c = RawH2(edge.port, preface=False)
     try:
-        c.send(f.PREFACE + f.frame(f.PING, 0, 0, b"12345678"))
+        if split:  # the preface alone first, the offending frame in a later read
+            c.send(f.PREFACE)
+            time.sleep(0.05)
+        c.send(f.frame(f.PING, 0, 0, b"12345678") if split else f.PREFACE + f.frame(f.PING, 0, 0, b"12345678"))
         assert c.goaway() == f.PROTOCOL_ERROR
     finally:
         c.close()

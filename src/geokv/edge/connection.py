@@ -64,6 +64,7 @@ class H2Connection(CallRunner, asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.last_sid = 0
         self.preface_ok = False
+        self._settings_seen = False  # the client's preface ends with a SETTINGS frame
         self.closed = False
         self.goaway_sent = False
         self.paused = False
@@ -208,9 +209,6 @@ class H2Connection(CallRunner, asyncio.Protocol):
                 raise ConnectionError_(f.PROTOCOL_ERROR, "bad connection preface")
             self.preface_ok = True
             pos = 24
-            # the first frame must be SETTINGS
-            if n - pos >= 9 and data[pos + 3] != f.SETTINGS:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
         while True:
             if n - pos < 9:
                 self._need = 9
@@ -226,6 +224,10 @@ class H2Connection(CallRunner, asyncio.Protocol):
             payload = data[pos + 9:end]
             pos = end
             sid &= 0x7FFFFFFF
+            if not self._settings_seen:
+                if ftype != f.SETTINGS or flags & f.ACK:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
+                self._settings_seen = True
             if self._cont_sid and ftype != f.CONTINUATION:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "expected CONTINUATION")
             if ftype == f.DATA:
