@@ -333,3 +333,19 @@ def test_ping_flood_is_enhance_your_calm(edge):
     finally:
         c.close()
     assert_serving(edge)
+
+
+def test_silent_connection_is_closed_after_the_preface_timeout(edge):
+    edge.server.preface_timeout_s = 0.3
+    try:
+        c = RawH2(edge.port, preface=False)
+        try:
+            t0 = time.monotonic()
+            assert c.goaway() == f.PROTOCOL_ERROR
+            assert c.eof()
+            assert time.monotonic() - t0 < 3.0
+        finally:
+            c.close()
+    finally:
+        edge.server.preface_timeout_s = conn_mod.PREFACE_TIMEOUT_S
+    assert_serving(edge)

@@ -36,6 +36,7 @@ CONNECTION_WINDOW_BYTES = 16 << 20        # connection receive window (granted a
 FRAME_BYTES_MAX = 1 << 20                 # SETTINGS_MAX_FRAME_SIZE we advertise
 HEADER_LIST_BYTES_MAX = 16 << 10          # SETTINGS_MAX_HEADER_LIST_SIZE we advertise
 HEADER_BLOCK_BYTES_MAX = 64 << 10         # compressed HEADERS+CONTINUATION bytes per block
+PREFACE_TIMEOUT_S = 10.0                  # a connection must send preface + SETTINGS within this
 PING_FLOOD_WINDOW_S = 1.0                 # a flood is more than PINGS_PER_WINDOW_MAX PINGs
 PINGS_PER_WINDOW_MAX = 200                # in one window with no HEADERS/DATA between
 
@@ -65,6 +66,7 @@ class H2Connection(CallRunner, asyncio.Protocol):
         self.last_sid = 0
         self.preface_ok = False
         self._settings_seen = False  # the client's preface ends with a SETTINGS frame
+        self._preface_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.goaway_sent = False
         self.paused = False
@@ -105,8 +107,17 @@ class H2Connection(CallRunner, asyncio.Protocol):
             f.SETTINGS_MAX_HEADER_LIST_SIZE: HEADER_LIST_BYTES_MAX,
         }))
         self.emit(f.window_update_frame(0, CONNECTION_WINDOW_BYTES - f.DEFAULT_WINDOW_BYTES))
+        self._preface_timer = self.loop.call_later(self.server.preface_timeout_s, self._on_preface_timeout)
+
+    def _on_preface_timeout(self) -> None:
+        self._preface_timer = None
+        if not self._settings_seen and not self.closed:
+            self.connection_error(f.PROTOCOL_ERROR, "no connection preface and SETTINGS in time")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
+            self._preface_timer = None
         self.closed = True
         self.server.connections.discard(self)
         for st in list(self.streams.values()):
@@ -228,6 +239,9 @@ class H2Connection(CallRunner, asyncio.Protocol):
                 if ftype != f.SETTINGS or flags & f.ACK:
                     raise ConnectionError_(f.PROTOCOL_ERROR, "the first frame is not SETTINGS")
                 self._settings_seen = True
+                if self._preface_timer is not None:
+                    self._preface_timer.cancel()
+                    self._preface_timer = None
             if self._cont_sid and ftype != f.CONTINUATION:
                 raise ConnectionError_(f.PROTOCOL_ERROR, "expected CONTINUATION")
             if ftype == f.DATA:

@@ -7,7 +7,7 @@ import logging
 import socket
 from typing import Any, Iterable
 
-from geokv.edge.connection import H2Connection
+from geokv.edge.connection import PREFACE_TIMEOUT_S, H2Connection
 from geokv.edge.rpc import MethodTable
 
 log = logging.getLogger("geokv.edge")
@@ -29,6 +29,7 @@ class EdgeServer:
         # Run a unary handler's first step inline and make a Task only if it suspends
         # (False: a Task per call, as grpc.aio does; kept to measure the difference).
         self.inline_first_step = inline_first_step
+        self.preface_timeout_s = PREFACE_TIMEOUT_S
         self.max_receive_message_bytes = max_receive_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.open_rpcs = 0
