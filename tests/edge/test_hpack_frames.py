@@ -17,13 +17,18 @@ from geokv.edge.connection import H2Connection
 
 from .conftest import EdgeTestService, _handlers, decode_headers, grpc_message, request_headers
 
-hpack = pytest.importorskip("hpack")  # test-only oracle (pyproject [test] extra)
+try:
+    import hpack  # test-only oracle (pyproject [test] extra)
+except ImportError:  # the oracle tests skip; the rest of this module still runs
+    hpack = None
+needs_oracle = pytest.mark.skipif(hpack is None, reason="the hpack package (test oracle) is not installed")
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=20)
 values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
 header_lists = st.lists(st.tuples(names, values), min_size=0, max_size=12)
 
 
+@needs_oracle
 def test_static_table_and_huffman_code_match_the_oracle():
     from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
     from hpack.table import HeaderTable
@@ -33,6 +38,7 @@ def test_static_table_and_huffman_code_match_the_oracle():
     assert ours.huffman_codes() == list(REQUEST_CODES)
 
 
+@needs_oracle
 @settings(max_examples=150, derandomize=True, deadline=None)
 @given(blocks=st.lists(header_lists, min_size=1, max_size=8), huffman=st.booleans(),
        table_sizes=st.lists(st.sampled_from([0, 256, 1024, 4096]), max_size=3))
