@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 import grpc
 
+from geokv.client import Client
 from geokv.etcdpb import rpc_pb2
 
 from .conftest import QUOTA_BYTES
@@ -21,6 +24,7 @@ NOSPACE_TEXT = "etcdserver: mvcc: database space exceeded"
 FILL_VALUE = b"v" * 20_000
 FILL_PUTS_MAX = 200  # 1 MiB / 20 KB is ~50: far more means the quota is not enforced
 RPC_TIMEOUT_S = 10.0
+CLI_TIMEOUT_S = 60.0
 
 
 def _status(c, i: int) -> dict:
@@ -152,3 +156,46 @@ def test_nospace_alarm_refuses_writes_until_compaction_defrag_and_disarm(quota_c
         assert got == ["ok", "ok", "ok"]
     hashes = json.loads(c.etcdctl("endpoint", "hashkv", "-w", "json").stdout)
     assert len({h["HashKV"]["hash"] for h in hashes}) == 1, hashes
+
+
+def _geokv(c, *args: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "geokv", "--endpoints", ",".join(c.endpoints), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+
+def test_geokv_cli_and_client_list_disarm_and_defrag(quota_cluster):
+    """The same cycle through geokv's own CLI and Python client (runs after the etcdctl
+    test on the same cluster)."""
+    c = quota_cluster
+    lc = c.local
+    stub = lc.kv_stub(0)
+    for i in range(FILL_PUTS_MAX):
+        try:
+            stub.Put(rpc_pb2.PutRequest(key=b"again/%04d" % i, value=FILL_VALUE), timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            assert exc.details() == NOSPACE_TEXT
+            break
+    else:
+        raise AssertionError("the quota never refused a put")
+    expected = f"memberID:{lc.member_id(0)} alarm:NOSPACE"
+    cp = _geokv(c, "alarm", "list")
+    assert cp.returncode == 0 and cp.stdout.strip() == expected, cp
+    cp = _geokv(c, "-w", "json", "alarm", "list")
+    assert json.loads(cp.stdout) == [{"memberID": lc.member_id(0), "alarm": "NOSPACE"}]
+    with Client(c.endpoints) as client:
+        assert client.alarms() == [(lc.member_id(0), "NOSPACE")]
+    cp = _geokv(c, "put", "k", "v")
+    assert cp.returncode != 0 and NOSPACE_TEXT in cp.stderr and "Traceback" not in cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+
+    cp = _geokv(c, "del", "--prefix", "again/")
+    assert cp.returncode == 0, cp
+    with Client(c.endpoints) as client:
+        rev = client.status().header.revision
+    assert _geokv(c, "compaction", str(rev), "--physical").returncode == 0
+    cp = _geokv(c, "defrag", "--cluster")
+    assert cp.returncode == 0 and cp.stdout.count("Finished defragmenting etcd member") == 3, cp
+    cp = _geokv(c, "alarm", "disarm")
+    assert cp.returncode == 0 and cp.stdout.strip() == expected, cp
+    assert _geokv(c, "alarm", "list").stdout.strip() == ""
+    assert _geokv(c, "put", "k", "v").returncode == 0

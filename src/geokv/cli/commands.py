@@ -386,6 +386,38 @@ async def cmd_snapshot(c: AsyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_alarm(c: AsyncClient, args: argparse.Namespace) -> int:
+    if args.alarm_cmd == "list":
+        alarms = await c.alarms()
+    elif args.alarm_cmd == "disarm":
+        alarms = await c.alarm_disarm()
+    else:
+        raise ValueError("usage: geokv alarm list|disarm")
+    if args.write_out == "json":
+        out.print_json([{"memberID": m, "alarm": a} for m, a in alarms])
+    else:
+        for m, a in alarms:
+            print(f"memberID:{m} alarm:{a} ")  # etcdctl's form
+    return 0
+
+
+async def cmd_defrag(c: AsyncClient, args: argparse.Namespace) -> int:
+    endpoints = list(c.endpoints)
+    if args.cluster:
+        endpoints = [u for m in await c.member_list() for u in m.client_urls[:1]]
+        if not endpoints:
+            raise ValueError("member list returned no client URLs")
+    failed = 0
+    for ep in endpoints:  # one at a time, as etcdctl does: a member is busy while it defragments
+        try:
+            await c.defragment(ep)
+            print(f"Finished defragmenting etcd member[{ep}]")
+        except GeoKVError as e:
+            failed += 1
+            print(f"Failed to defragment etcd member[{ep}] ({e})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 async def cmd_move_leader(c: AsyncClient, args: argparse.Namespace) -> int:
     before = await c.status()
     await c.move_leader(args.target)

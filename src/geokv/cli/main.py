@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     x = ss.add_parser("save")
     x.add_argument("path")
 
+    s = sub.add_parser("alarm", help="alarm list|disarm")
+    als = _Subs(s.add_subparsers(dest="alarm_cmd", metavar="SUBCOMMAND", parser_class=_Parser), common)
+    als.add_parser("list")
+    als.add_parser("disarm")
+
+    s = sub.add_parser("defrag", help="defragment the members' backends (shrink the files)")
+    s.add_argument("--cluster", action="store_true", help="every member's client URL, from member list")
+
     s = sub.add_parser("move-leader", help="transfer leadership to a member (hex id)")
     s.add_argument("target", type=_hex_id)
 

@@ -694,6 +694,33 @@ class AsyncClient:
                                 idempotent=True, timeout_s=timeout_s, endpoint=ep)
         return resp.hash, resp.header.revision, resp.compact_revision
 
+    async def alarms(self, *, timeout_s: float | None = None) -> list[tuple[int, str]]:
+        """The cluster's active alarms as (member id, "NOSPACE" | "CORRUPT") (etcdctl alarm list)."""
+        req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET, memberID=0, alarm=rpc_pb2.NONE)
+        resp = await self._call("Maintenance", "Alarm", req, idempotent=True, timeout_s=timeout_s)
+        return [(a.memberID, rpc_pb2.AlarmType.Name(a.alarm)) for a in resp.alarms]
+
+    async def alarm_disarm(self, *, timeout_s: float | None = None) -> list[tuple[int, str]]:
+        """Disarm every active alarm (etcdctl alarm disarm); returns the alarms disarmed.
+        A NOSPACE alarm comes back at the next write while the backend is still over its
+        quota: compact and defragment first."""
+        disarmed = []
+        for member_id, name in await self.alarms(timeout_s=timeout_s):
+            req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=member_id,
+                                       alarm=rpc_pb2.AlarmType.Value(name))
+            resp = await self._call("Maintenance", "Alarm", req, idempotent=True, timeout_s=timeout_s)
+            disarmed.extend((a.memberID, rpc_pb2.AlarmType.Name(a.alarm)) for a in resp.alarms)
+        return disarmed
+
+    async def defragment(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> Header:
+        """Defragment one member's backend (``endpoint``, else the current one): the file
+        shrinks to the data it holds (etcdctl defrag). Members are defragmented one by one."""
+        ep = self._endpoint_named(endpoint) if endpoint else self._endpoints[self._current]
+        budget_s = timeout_s if timeout_s is not None else max(self.timeout_s, SNAPSHOT_TIMEOUT_S_MIN)
+        resp = await self._call("Maintenance", "Defragment", rpc_pb2.DefragmentRequest(), idempotent=True,
+                                timeout_s=budget_s, endpoint=ep)
+        return Header.from_pb(resp.header)
+
     async def snapshot_save(self, path: str, *, endpoint: str | None = None,
                             timeout_s: float | None = None) -> int:
         """Stream a snapshot of one member's store into ``path`` (atomically); returns its size in bytes."""

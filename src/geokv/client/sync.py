@@ -218,12 +218,12 @@ def _make_sync(name: str) -> Any:
 
 
 #: Methods that bound their own duration (a snapshot can take longer than one request).
-_SELF_BOUNDED = frozenset({"snapshot_save"})
+_SELF_BOUNDED = frozenset({"snapshot_save", "defragment"})
 _PLAIN_METHODS = (
     "get", "put", "delete", "compact", "lease_grant", "lease_revoke", "lease_time_to_live", "leases",
     "lease_keep_alive_once", "unlock", "campaign", "proclaim", "leader", "resign", "member_list",
     "member_add", "member_remove", "member_update", "member_promote", "status", "statuses",
-    "leader_endpoint", "move_leader", "hash_kv", "snapshot_save",
+    "leader_endpoint", "move_leader", "hash_kv", "snapshot_save", "alarms", "alarm_disarm", "defragment",
 )
 for _name in _PLAIN_METHODS:
     setattr(Client, _name, _make_sync(_name))
