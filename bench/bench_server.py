@@ -59,6 +59,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def rss_breakdown_mib(pid: int) -> dict[str, float]:
+    """RssAnon (heap: Python objects, buffers) and RssFile (mapped files: LMDB pages,
+    shared libraries; the kernel can drop these) of one process, MiB."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    out[line.split(":")[0]] = round(int(line.split()[1]) / 1024.0, 1)
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def loadavg() -> list[float]:
     """The 1/5/15-minute load averages: the machine is shared, so every row records them."""
     with open("/proc/loadavg") as f:
@@ -124,10 +138,13 @@ class DoNothingCluster(EtcdCluster):
 
 
 class GeokvCluster:
+    edge = ""  # --geokv-edge: passed to the members as --grpc-edge ("" = the server's default)
+
     def __init__(self, base: str, n: int = 3) -> None:
         from geokv.testing.cluster import LocalCluster
 
-        self.cluster = LocalCluster(n, base_dir=base, heartbeat_ms=100, election_ms=1000)
+        extra = ["--grpc-edge", self.edge] if self.edge else []
+        self.cluster = LocalCluster(n, base_dir=base, heartbeat_ms=100, election_ms=1000, extra_args=extra)
         self.endpoints = [e.replace("http://", "") for e in self.cluster.endpoints]
 
     @property
@@ -220,10 +237,13 @@ def bench_system(name: str, args) -> dict:
         writes = (perf["writes_per_s"] or 0.0) * 60.0
         perf["cpu_s_per_1000_writes"] = round((cpu1 - cpu0) / writes * 1000, 3) if writes else None
         perf["rss_mib_per_member"] = [round(rss_mib(p), 1) for p in pids]
+        perf["rss_breakdown_mib"] = [rss_breakdown_mib(p) for p in pids]
         settled_s = settle(system.endpoints)
         reads = run_loadgen(system.endpoints, args.read_seconds, args.loadgen_procs, args.concurrency)
         reads["settle_s"] = settled_s
         reads["loadavg_after"] = loadavg()
+        reads["rss_mib_per_member_after"] = [round(rss_mib(p), 1) for p in pids]
+        reads["rss_breakdown_mib_after"] = [rss_breakdown_mib(p) for p in pids]
         return {"write": perf, "read_heavy": reads}
     finally:
         system.stop()
@@ -237,7 +257,10 @@ def main() -> None:
     p.add_argument("--loadgen-procs", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--systems", default="etcd,donothing,geokv")
+    p.add_argument("--geokv-edge", choices=["native", "grpcio"], default=None,
+                   help="the members' client gRPC server (--grpc-edge); default: the server's default")
     args = p.parse_args()
+    GeokvCluster.edge = args.geokv_edge or ""
     results = {}
     for name in args.systems.split(","):
         print(f"== {name}: etcdctl check perf --load={args.load}, then read-heavy loadgen", flush=True)

@@ -74,6 +74,7 @@ from geokv.raft.types import (ConfChange, ConfState, EntryType, HardState, Messa
 from geokv.runtime import memory, metrics
 from geokv.runtime.alarms import AlarmMixin
 from geokv.runtime.config import ServerConfig
+from geokv.runtime.deadlines import DeadlineTimer
 from geokv.runtime.leases import LeaseMixin
 from geokv.runtime.membership import MembershipMixin
 from geokv.runtime.persist import SyncThread
@@ -209,6 +210,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                              "lease_refused_ticks_owed": 0, "ticks_delivered": 0, "ticks_skipped": 0}
         self._wake = asyncio.Event()
         self._pending: dict[int, tuple[asyncio.Future, float]] = {}
+        self._deadlines = DeadlineTimer()  # timeouts of proposals and reads (one loop timer)
         self._req_ids = itertools.count(self._rng.getrandbits(62) | 1)
         self._apply_waiters: list = []
         self._apply_seq = itertools.count()
@@ -316,6 +318,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         if self._syncer is not None:
             await asyncio.to_thread(self._syncer.stop)
         self._fail_all(errors.Stopped())
+        self._deadlines.close()
         if self.transport is not None:
             await self.transport.stop()
         if self.storage is not None and self._own_storage:
@@ -1069,9 +1072,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 self._pending[req_id] = (fut, t_start)
                 self._proposals.append((kind, data, fut))
                 self._wake.set()
-                remaining = deadline - time.monotonic()
+                self._deadlines.add(fut, deadline)
                 try:
-                    return await asyncio.wait_for(fut, max(0.0, remaining))
+                    return await fut
                 except _Dropped:
                     self._pending.pop(req_id, None)
                     await asyncio.sleep(min(self.heartbeat_s, max(0.0, deadline - time.monotonic())))
@@ -1157,9 +1160,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             fut = loop.create_future()
             queue.append(fut)
             self._wake.set()
-            remaining = deadline - time.monotonic()
+            self._deadlines.add(fut, deadline)
             try:
-                return await asyncio.wait_for(fut, max(0.0, remaining))
+                return await fut
             except _Dropped:
                 await asyncio.sleep(min(self.heartbeat_s, max(0.0, deadline - time.monotonic())))
                 if time.monotonic() >= deadline:
@@ -1178,8 +1181,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 raise errors.TooManyRequests()
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._apply_waiters, (index, next(self._apply_seq), fut))
+        self._deadlines.add(fut, deadline)
         try:
-            await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            await fut
         except asyncio.TimeoutError:
             raise errors.Timeout() from None
 
