@@ -118,6 +118,9 @@ class DefragMixin:
         the two complete files; the copy is fsynced and so is the directory."""
         store = self.store
         path = store.path.rstrip("/")
+        drop_reader = getattr(store, "_drop_point_reader", None)
+        if drop_reader is not None:
+            drop_reader()  # the store's cached read txn, as its own swap does
         store.env.close()
         os.replace(os.path.join(tmp, "data.mdb"), os.path.join(path, "data.mdb"))
         fsync_path(path)
