@@ -60,10 +60,21 @@ def test_txn_builder_order_and_limits():
                      max_size=10),
        op=st.sampled_from(["=", "!=", ">", "<"]))
 def test_txn_text_compares_round_trip(key, value, op):
-    compares, success, failure = parse_txn(f"value(\"{key}\") {op} '{value}'\n\nput '{key}' '{value}'\n\ndel '{key}'\n")
+    # "--" ends the flags (as in etcdctl), so keys and values may start with "--".
+    compares, success, failure = parse_txn(
+        f"value(\"{key}\") {op} '{value}'\n\nput -- '{key}' '{value}'\n\ndel -- '{key}'\n")
     assert compares[0].key == key.encode() and compares[0].value == value.encode()
     assert success[0].request_put.value == value.encode()
     assert failure[0].request_delete_range.key == key.encode()
+
+
+def test_double_dash_ends_the_flags_of_an_op():
+    _, success, _ = parse_txn("\n\nput k -- --v\nput -- --lease=5 v\n\n")
+    assert (success[0].request_put.key, success[0].request_put.value) == (b"k", b"--v")
+    assert (success[1].request_put.key, success[1].request_put.value) == (b"--lease=5", b"v")
+    assert success[1].request_put.lease == 0
+    with pytest.raises(TxnSyntaxError, match="put needs KEY VALUE"):
+        parse_txn("\n\nput k --\n\n")  # "--" is no value: etcdctl refuses it too
 
 
 @pytest.mark.parametrize("text", ['value("k") ~ "v"\n', 'mod("k") > "x"\n', '\nfrob k\n', '\nput k\n'])

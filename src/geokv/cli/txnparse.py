@@ -59,8 +59,12 @@ def parse_op(line: str) -> rpc_pb2.RequestOp:
         words = shlex.split(line)
     except ValueError as e:
         raise TxnSyntaxError(f"bad operation {line.strip()!r}: {e}") from None
-    flags = {w.split("=", 1)[0]: (w.split("=", 1)[1] if "=" in w else "") for w in words if w.startswith("--")}
-    args = [w for w in words if not w.startswith("--")]
+    # As etcdctl's flag parser: a bare "--" ends the flags; every word after it is an
+    # argument, even one that starts with "--".
+    end = words.index("--") if "--" in words else len(words)
+    head, tail = words[:end], words[end + 1:]
+    flags = {w.split("=", 1)[0]: (w.split("=", 1)[1] if "=" in w else "") for w in head if w.startswith("--")}
+    args = [w for w in head if not w.startswith("--")] + tail
     unknown = set(flags) - {"--lease", "--prefix", "--prev-kv"}
     if unknown:
         raise TxnSyntaxError(f"bad operation {line.strip()!r}: unknown flag {sorted(unknown)[0]}")
