@@ -66,3 +66,22 @@ def test_a_plain_put_without_a_lease_detaches_the_key_from_its_old_lease(kv):
     assert res.prev_kv.lease == 5 and events[0].kv.lease == 0 and events[0].prev_kv.lease == 5
     assert kv.store.lease_keys(5) == []
     assert kv.store.get(b"a").lease == 0
+
+
+def test_apply_batch_restores_the_garbage_collector_state(kv):
+    import gc
+
+    assert gc.isenabled()
+    kv.ok(Put(b"a", b"1"))
+    assert gc.isenabled()
+    try:
+        kv.store.apply_batch([(kv.index + 1, object())])  # a bug: rolled back, raised
+    except KeyError:
+        pass
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        kv.ok(Put(b"a", b"2"))
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()

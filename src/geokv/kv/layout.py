@@ -44,6 +44,9 @@ REV = struct.Struct(">QI")  # (main, sub), plain in the log, inverted in kv suff
 HDR = struct.Struct(">QQq")  # create_revision, version, lease
 HDR_BYTES = HDR.size
 SKIP_SUFFIX = b"\xff" * SUFFIX_BYTES  # sorts after every real suffix of a prefix
+SKIP_NEXT_MAX = 3
+"""Cursor steps a range scan takes over a key's older versions before it seeks past
+them: a step is much cheaper than a seek from the root, a seek is bounded."""
 
 _rev_pack = REV.pack
 _rev_unpack = REV.unpack
@@ -153,7 +156,8 @@ def scan_live(cur, key: bytes, range_end: bytes, at_rev: int) -> Iterator[tuple[
 
     ``cur`` is a cursor on the kv database; ``at_rev`` 0 means the newest state.  Keys
     come in ascending order.  The cursor must not be used elsewhere until the generator
-    is exhausted or dropped.
+    is exhausted or dropped.  Older versions of a key are stepped over with up to
+    ``SKIP_NEXT_MAX`` cursor steps (they are adjacent), then with one seek.
     """
     if not range_end:
         prefix = key_prefix(key)
@@ -171,13 +175,16 @@ def scan_live(cur, key: bytes, range_end: bytes, at_rev: int) -> Iterator[tuple[
         return
     lo, hi = b
     long_lo = len(lo) > MAX_PREFIX_BYTES
-    ok = cur.set_range(lo[:MAX_PREFIX_BYTES] if long_lo else lo)
-    while ok:
-        k = cur.key()
+    if not cur.set_range(lo[:MAX_PREFIX_BYTES] if long_lo else lo):
+        return
+    k = cur.key()
+    while True:
         if hi is not None and k >= hi:
             return
         if long_lo and k < lo:
-            ok = cur.next()
+            if not cur.next():
+                return
+            k = cur.key()
             continue
         prefix = k[:-SUFFIX_BYTES]
         if at_rev and main_of(k) > at_rev:
@@ -189,6 +196,17 @@ def scan_live(cur, key: bytes, range_end: bytes, at_rev: int) -> Iterator[tuple[
         rec = cur.value()
         if rec:
             yield prefix, k, rec
-        ok = cur.next()
-        if ok and cur.key().startswith(prefix):
-            ok = cur.set_range(prefix + SKIP_SUFFIX)
+        # Step to the next key: its first row is its newest version.
+        steps = 0
+        while True:
+            if not cur.next():
+                return
+            k = cur.key()
+            if not k.startswith(prefix):
+                break
+            steps += 1
+            if steps == SKIP_NEXT_MAX:
+                if not cur.set_range(prefix + SKIP_SUFFIX):
+                    return
+                k = cur.key()
+                break

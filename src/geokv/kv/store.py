@@ -42,6 +42,7 @@ LMDB read transaction and sees a committed snapshot).
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import threading
@@ -93,6 +94,13 @@ COMPACT_NOOP_CHUNK_LOG_ROWS = 256
 """Rows processed after a Noop, and the most after any command: the runtime may
 propose Noops while ``compaction_pending`` and the cluster is idle to finish a large
 compaction sooner."""
+APPLY_PAUSES_GC = True
+"""apply_batch keeps Python's cyclic garbage collector from running while it applies:
+a command allocates several container objects per key it changes (KeyValues, events,
+results) that all live until the batch returns, so collections in the middle of a
+large command only walk them, and the rest of the heap, again and again (measured: a
+40,000-key DeleteRange costs about a sixth less CPU; bench/RESULTS.md).  The collector
+is re-enabled when the batch returns, or raises."""
 LMDB_WRITEMAP = False
 """Open LMDB with MDB_WRITEMAP (see the durability rule in the module docstring)."""
 EVENTS_LIMIT_DEFAULT = 10_000
@@ -298,6 +306,9 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         self._snap = _NO_SNAP
         if self._point is not None:
             self._drop_point_reader()
+        gc_paused = APPLY_PAUSES_GC and gc.isenabled()
+        if gc_paused:
+            gc.disable()
         try:
             with self.env.begin(write=True) as txn:
                 self._txn = txn
@@ -388,6 +399,8 @@ class MVCCStore(LeaseMemberTables, Maintenance):
             raise
         finally:
             self._txn = self._cur = self._logcur = self._events = None
+            if gc_paused:
+                gc.enable()
         return out
 
     # Each handler runs inside apply_batch's write transaction; it raises GeoKVError only
@@ -471,19 +484,20 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         return DeleteResult(self._wrev if deleted else self._rev, deleted, prev_kvs)
 
     def _delete(self, key: bytes, range_end: bytes, want_prev: bool) -> tuple[int, list[KeyValue]]:
-        victims = list(scan_live(self._cur, key, range_end, 0))
-        prev_kvs = self._tombstones(victims, key if not range_end else None)
+        prev_kvs = self._tombstones(scan_live(self._cur, key, range_end, 0), key if not range_end else None)
         return len(prev_kvs), (prev_kvs if want_prev else [])
 
-    def _tombstones(self, victims: list[tuple[bytes, bytes, bytes]], key: bytes | None = None) -> list[KeyValue]:
+    def _tombstones(self, victims, key: bytes | None = None) -> list[KeyValue]:
         """Delete the live versions ``victims`` ((prefix, composite key, record) in key
-        order, as scan_live yields them) at (self._wrev, self._sub...); returns their
-        KeyValues.  ``key``: the user key when there is a single victim known by name.
+        order, as scan_live yields them; may be a scan of the batch's kv cursor) at
+        (self._wrev, self._sub...); returns their KeyValues.  ``key``: the user key
+        when there is a single victim known by name.
 
         The cost of a large DeleteRange is here, per key: one tombstone row, one
-        change-log row and one event.  The rows are written with one putmulti per
-        database after the loop (the log rows appended), so a key costs two B-tree
-        inserts and a few Python objects.
+        change-log row and one event.  Nothing is written until the scan is done
+        (each record is dropped as soon as its KeyValue is built, so a large delete
+        holds one copy of the deleted values, the prev_kvs); then the rows go in with
+        one putmulti per database (the log rows appended).
         """
         rev, sub = self._wrev, self._sub
         inv_rev = M64 - rev
