@@ -260,6 +260,9 @@ def run_system(name: str, cluster, regions: list[str], preferred: str, rounds: i
                 # before the next crash (a crash right after a transfer is another test).
                 time.sleep(SETTLE_S)
                 run_mixed_workload(eps, 1, read_modes)
+            # The leader must still be in the preferred region at the kill (a load spike
+            # may have moved it during the settle time; then wait for its return).
+            wait_leader(eps, STARTUP_TIMEOUT_S, region=preferred)
             log(f"{name}: failover {k + 1}/{failovers}: killing the leader in {preferred}")
             t0 = time.perf_counter()
             cluster.kill(li)
