@@ -1346,7 +1346,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             # Catch-up after a stall must still deliver >= any hold a stamp may carry.
             self._election_tick = max(self._election_tick, el)
             self.heartbeat_s = hb * tick_ms / 1000.0
-            self.election_s = el * tick_ms / 1000.0
+            # election_s stays: it bounds waits for a new leader (an election takes more
+            # than one election timeout) and the derived timeouts never exceed it.
 
         if not self._add_action(apply):
             raise ValueError("the driver's action queue is full; try again")
