@@ -36,8 +36,12 @@ less the encoding, see layout); longer keys get InvalidArgument.  A Put, a Txn w
 puts or a LeaseGrant gets NoSpace when ``data_bytes`` plus its size would pass
 ``quota_bytes``; deletes and compaction always work, so space can be freed.
 
-Threads.  One thread applies; reads may come from any thread (each read opens its own
-LMDB read transaction and sees a committed snapshot).
+Threads.  One thread applies; reads may come from any thread.  Each read sees one
+committed snapshot: scans open their own LMDB read transaction; point reads share one
+cached read transaction (under a lock) for as long as no batch has started since it
+began, which is exactly what a new transaction would see (see _point_reader).  Reads
+take revision and compact revision from a cache keyed by the LMDB txn id of the commit
+that wrote them (see _read_state).
 """
 
 from __future__ import annotations
