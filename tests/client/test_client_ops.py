@@ -69,7 +69,7 @@ def test_txn_text_compares_round_trip(key, value, op):
 
 
 def test_double_dash_ends_the_flags_of_an_op():
-    _, success, _ = parse_txn("\n\nput k -- --v\nput -- --lease=5 v\n\n")
+    _, success, _ = parse_txn("\nput k -- --v\nput -- --lease=5 v\n\n")
     assert (success[0].request_put.key, success[0].request_put.value) == (b"k", b"--v")
     assert (success[1].request_put.key, success[1].request_put.value) == (b"--lease=5", b"v")
     assert success[1].request_put.lease == 0

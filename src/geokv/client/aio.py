@@ -1,4 +1,5 @@
-"""AsyncClient: geokv's (and any etcd v3 server's) client on grpc.aio.
+"""AsyncClient: geokv's (and any etcd v3 server's) client, on the native gRPC channel
+(geokv.edge.client) by default or on grpc.aio (``transport="grpcio"``).
 
 Failover and retries follow one rule: a request may be sent again only if it surely did
 not run. Reads change nothing, so they move to the next endpoint on any transport
@@ -23,6 +24,7 @@ import grpc.aio
 
 from geokv import errors as _errors
 from geokv.client import errors as cerr
+from geokv.edge import client as _native
 from geokv.client.ops import Txn, delete_request, put_request, range_request
 from geokv.client.types import (
     DeleteResult,
@@ -69,6 +71,20 @@ SNAPSHOT_TIMEOUT_S_MIN = 60.0
 MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024 * 1024
 #: The largest request the client sends (etcd's server rejects > 1.5 MiB by default).
 MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024
+
+#: The transports: "native" (geokv.edge.client, an asyncio HTTP/2 client in Python)
+#: or "grpcio" (grpc.aio). GEOKV_CLIENT_TRANSPORT changes the default.
+TRANSPORTS = ("native", "grpcio")
+DEFAULT_TRANSPORT = "native"
+TRANSPORT_ENV = "GEOKV_CLIENT_TRANSPORT"
+
+
+def default_transport() -> str:
+    value = os.environ.get(TRANSPORT_ENV, "").strip().lower() or DEFAULT_TRANSPORT
+    if value not in TRANSPORTS:
+        raise ValueError(f"{TRANSPORT_ENV} must be one of {', '.join(TRANSPORTS)}, not {value!r}")
+    return value
+
 
 _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
@@ -130,6 +146,7 @@ class AsyncClient:
         max_staleness_ms: int | None = None,
         emulate_wan: bool = False,
         connect_timeout_s: float = CONNECT_TIMEOUT_S_MAX,
+        transport: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -138,6 +155,10 @@ class AsyncClient:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self._check_read_mode(read_mode, max_staleness_ms)
+        transport = default_transport() if transport is None else transport
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        self.transport = transport
         self._endpoints = [_Endpoint(parse_endpoint(e)) for e in endpoints]
         self._current = 0
         self.timeout_s = float(timeout_s)
@@ -195,7 +216,11 @@ class AsyncClient:
         if self._closed:
             raise cerr.ClientError("client is closed")
         if ep.channel is None:
-            ep.channel = grpc.aio.insecure_channel(ep.address, options=_CHANNEL_OPTIONS)
+            if self.transport == "native" and not ep.address.startswith("unix:"):
+                ep.channel = _native.NativeChannel(ep.address, max_receive_message_bytes=MAX_RECEIVE_MESSAGE_BYTES,
+                                                   max_send_message_bytes=MAX_SEND_MESSAGE_BYTES)
+            else:
+                ep.channel = grpc.aio.insecure_channel(ep.address, options=_CHANNEL_OPTIONS)
         stub = ep.stubs.get(kind)
         if stub is None:
             ctor = {

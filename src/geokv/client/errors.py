@@ -110,8 +110,10 @@ WRITE_UNKNOWN_CLASSES: tuple[type[GeoKVError], ...] = (
 )
 
 #: Texts of gRPC's own UNAVAILABLE statuses that mean the call never left the client
-#: (no connection could be made), so even a write may go to the next endpoint.
-NOT_SENT_MARKERS: tuple[str, ...] = ("failed to connect to all addresses",)
+#: (no connection could be made), so even a write may go to the next endpoint. The
+#: native channel (geokv.edge.client) says "request not sent" for calls the server
+#: never processed: above a GOAWAY's last stream id, REFUSED_STREAM, or still queued.
+NOT_SENT_MARKERS: tuple[str, ...] = ("failed to connect to all addresses", "request not sent")
 
 #: gRPC codes after which a read (which changes nothing) may be sent again elsewhere.
 READ_RETRY_CODES: frozenset[grpc.StatusCode] = frozenset(

@@ -1,0 +1,449 @@
+"""The native gRPC client channel (geokv.edge.client) against a grpc.aio server, the
+native EdgeServer, and scripted hostile HTTP/2 servers (GOAWAY, RST_STREAM, a server
+that closes mid-call or never sends SETTINGS, tiny stream limits)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+import grpc
+import grpc.aio
+import pytest
+
+from .conftest import EdgeTestService, _handlers
+from geokv.edge import EdgeServer
+from geokv.edge import client as nc
+from geokv.edge import frames as f
+from geokv.edge import hpack
+
+pytestmark = pytest.mark.timeout(60)
+
+BIG = 64 * 1024 * 1024
+CALL_TIMEOUT_S = 10.0
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 45))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(kind: str, port: int = 0, svc: EdgeTestService | None = None):
+    """A test service on grpc.aio or the native EdgeServer, in this event loop."""
+    svc = svc or EdgeTestService()
+    if kind == "grpcio":
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", BIG),
+                                          ("grpc.max_send_message_length", BIG)])
+        server.add_generic_rpc_handlers((_handlers(svc),))
+        port = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+    else:
+        server = EdgeServer(max_receive_message_bytes=BIG, max_concurrent_rpcs=5000)
+        server.add_generic_rpc_handlers((_handlers(svc),))
+        port = await server.add_port("127.0.0.1", port)
+        await server.start()
+    try:
+        yield f"127.0.0.1:{port}", svc
+    finally:
+        await server.stop(0)
+
+
+def methods(ch: nc.NativeChannel) -> dict:
+    return {
+        "Echo": ch.unary_unary("/test.Edge/Echo", _registered_method=True),
+        "Sleep": ch.unary_unary("/test.Edge/Sleep"),
+        "Fail": ch.unary_unary("/test.Edge/Fail"),
+        "Metadata": ch.unary_unary("/test.Edge/Metadata"),
+        "Blob": ch.unary_stream("/test.Edge/Blob"),
+        "Writer": ch.unary_stream("/test.Edge/Writer"),
+        "BidiEcho": ch.stream_stream("/test.Edge/BidiEcho"),
+        "Sum": ch.stream_unary("/test.Edge/Sum"),
+    }
+
+
+SERVERS = ["grpcio", "edge"]
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_every_call_kind(kind):
+    async def main():
+        async with serving(kind) as (target, _):
+            ch = nc.NativeChannel(target)
+            m = methods(ch)
+            assert ch.get_state() is grpc.ChannelConnectivity.IDLE
+            assert await m["Echo"](b"hello", timeout=CALL_TIMEOUT_S) == b"hello"
+            assert ch.get_state() is grpc.ChannelConnectivity.READY
+            assert await m["Echo"](b"") == b""
+            # many calls at once, over one connection
+            outs = await asyncio.gather(*(m["Echo"](b"%d" % i, timeout=CALL_TIMEOUT_S) for i in range(300)))
+            assert outs == [b"%d" % i for i in range(300)]
+            md = await m["Metadata"](b"", metadata=(("x-a", "b"), ("x-bin", b"\x00\xff")))
+            assert b"('x-a', 'b')" in md and b"('x-bin', b'\\x00\\xff')" in md
+            # server streaming
+            got = [x async for x in m["Blob"](b"3:10")]
+            assert [struct.unpack(">I", g[:4])[0] for g in got] == [0, 1, 2] and all(len(g) == 14 for g in got)
+            call = m["Writer"](b"2")
+            assert await call.read() == b"w0" and await call.read() == b"w1"
+            assert await call.read() is grpc.aio.EOF
+            assert await call.code() is grpc.StatusCode.OK
+            # client streaming, from an iterator and by write()
+            assert await m["Sum"](iter([b"ab", b"cde"])) == b"5"
+            call = m["Sum"]()
+            for chunk in (b"x" * 10, b"y" * 20):
+                await call.write(chunk)
+            await call.done_writing()
+            assert await call == b"30"
+            # bidi
+            call = m["BidiEcho"]()
+            for i in range(3):
+                await call.write(b"m%d" % i)
+                assert await call.read() == b"m%d" % i
+            await call.done_writing()
+            assert await call.read() is grpc.aio.EOF
+            with pytest.raises(asyncio.InvalidStateError):
+                await call.write(b"late")
+            await ch.close()
+            assert ch.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_status_errors_and_metadata(kind):
+    async def main():
+        async with serving(kind) as (target, _):
+            ch = nc.NativeChannel(target)
+            m = methods(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await m["Fail"](b"abort")
+            assert isinstance(ei.value, nc.NativeRpcError)
+            assert ei.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert ei.value.details() == "etcdserver: 100% sure: ünïcode"
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await m["Fail"](b"boom")
+            assert ei.value.code() is grpc.StatusCode.UNKNOWN
+            call = m["Fail"](b"trailers")
+            assert await call == b"ok"
+            assert ("x-geokv", "yes") in list(await call.trailing_metadata())
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await ch.unary_unary("/test.Edge/Nope")(b"")
+            assert ei.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            assert await m["Echo"](b"still fine") == b"still fine"
+            await ch.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_deadline_and_cancel(kind):
+    async def main():
+        async with serving(kind) as (target, svc):
+            ch = nc.NativeChannel(target)
+            m = methods(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await m["Sleep"](b"5000", timeout=0.2)
+            assert ei.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            # the server saw the cancellation (RST_STREAM or its own deadline)
+            for _ in range(100):
+                if svc.cancelled:
+                    break
+                await asyncio.sleep(0.02)
+            assert svc.cancelled == ["5000"]
+            # a cancelled stream: read() raises CancelledError, the channel goes on
+            call = m["BidiEcho"]()
+            await call.write(b"a")
+            assert await call.read() == b"a"
+            assert call.cancel() and call.cancelled() and call.done()
+            with pytest.raises(asyncio.CancelledError):
+                await call.read()
+            # a task cancelled while it awaits a unary call resets the stream
+            t = asyncio.ensure_future(m["Sleep"](b"3000"))
+            await asyncio.sleep(0.1)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            conn = ch._conn
+            assert conn is not None and not conn.streams
+            assert await m["Echo"](b"after") == b"after"
+            await ch.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_flow_control_huge_messages_both_ways(kind):
+    async def main():
+        async with serving(kind) as (target, _):
+            ch = nc.NativeChannel(target, max_receive_message_bytes=BIG, max_send_message_bytes=BIG)
+            m = methods(ch)
+            big = bytes(range(256)) * (24 * 1024 * 1024 // 256)  # 24 MiB: beyond every window
+            assert await m["Echo"](big, timeout=30) == big
+            got = [x async for x in m["Blob"](b"12:1048576")]  # 12 MiB on one stream
+            assert len(got) == 12 and all(len(g) == 1048580 for g in got)
+            # (the edge grants a request stream window only for whole messages read, so a
+            # streamed request message must fit its 1 MiB stream window there)
+            chunk = 3 * 1024 * 1024 if kind == "grpcio" else 768 * 1024
+            call = m["Sum"]()
+            for _ in range(24):
+                await call.write(b"q" * chunk)
+            await call.done_writing()
+            assert await call == str(24 * chunk).encode()
+            # the client's own receive limit: RESOURCE_EXHAUSTED, the connection survives
+            small = nc.NativeChannel(target, max_receive_message_bytes=1024 * 1024, max_send_message_bytes=1024)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await small.unary_unary("/test.Edge/Echo")(b"x" * 1000 + b"y" * 100)
+            assert ei.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in ei.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                async for _ in small.unary_stream("/test.Edge/Blob")(b"1:2000000"):
+                    pass
+            assert ei.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in ei.value.details()
+            assert await small.unary_unary("/test.Edge/Echo")(b"ok") == b"ok"
+            await small.close()
+            await ch.close()
+
+    run(main())
+
+
+def test_connect_failure_backoff_and_reconnect():
+    async def main():
+        port = free_port()
+        ch = nc.NativeChannel(f"127.0.0.1:{port}")
+        echo = ch.unary_unary("/test.Edge/Echo")
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await echo(b"x", timeout=2)
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "failed to connect to all addresses" in ei.value.details()
+        assert ch.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        async with serving("grpcio", port) as (target, _):
+            await asyncio.wait_for(ch.channel_ready(), 5)  # retries after the back-off
+            assert await echo(b"up") == b"up"
+            inflight = asyncio.ensure_future(ch.unary_unary("/test.Edge/Sleep")(b"3000", timeout=10))
+            await asyncio.sleep(0.2)
+        # the server went away under a running call: UNAVAILABLE, and not "not sent"
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await inflight
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE and nc.NOT_SENT_TEXT not in ei.value.details()
+        async with serving("edge", port) as (target, _):
+            for _ in range(50):  # the next call reconnects (after at most one back-off)
+                try:
+                    assert await echo(b"again", timeout=2) == b"again"
+                    break
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() is grpc.StatusCode.UNAVAILABLE
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("no reconnect")
+        await ch.close()
+
+    run(main())
+
+
+def test_writes_of_one_loop_iteration_are_coalesced():
+    async def main():
+        async with serving("edge") as (target, _):
+            ch = nc.NativeChannel(target)
+            echo = ch.unary_unary("/test.Edge/Echo")
+            await echo(b"warm")
+            conn = ch._conn
+            writes = []
+            real = conn.transport.write
+            conn.transport.write = lambda data: (writes.append(len(data)), real(data))[1]
+            outs = await asyncio.gather(*(echo(b"%d" % i) for i in range(200)))
+            assert outs == [b"%d" % i for i in range(200)]
+            # 200 calls (HEADERS + DATA each) leave in a handful of writes, not 400
+            assert 1 <= len(writes) <= 40, writes
+            await ch.close()
+
+    run(main())
+
+
+# ---- hostile servers ------------------------------------------------------------------------
+def _resp_headers() -> bytes:
+    return hpack.encode_literal(b":status", b"200") + hpack.encode_literal(b"content-type", b"application/grpc")
+
+
+def _trailers(code: int = 0, msg: bytes = b"") -> bytes:
+    block = hpack.encode_literal(b"grpc-status", str(code).encode())
+    return block + (hpack.encode_literal(b"grpc-message", msg) if msg else b"")
+
+
+def ok_response(sid: int, body: bytes) -> bytes:
+    return (f.frame(f.HEADERS, f.END_HEADERS, sid, _resp_headers())
+            + f.frame(f.DATA, 0, sid, struct.pack(">BI", 0, len(body)) + body)
+            + f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, sid, _trailers()))
+
+
+class Scripted:
+    """A raw HTTP/2 server; ``on_request(conn_state, sid, writer)`` answers each call."""
+
+    def __init__(self, on_request=None, settings: dict | None = None, send_settings: bool = True) -> None:
+        self.on_request = on_request
+        self.settings = settings or {}
+        self.send_settings = send_settings
+        self.connections = 0
+        self.max_open = 0
+        self.pings_acked = 0
+        self.server = None
+        self.writers = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader, writer) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        state = {"open": set(), "n": self.connections}
+        try:
+            assert await reader.readexactly(len(f.PREFACE)) == f.PREFACE
+            if self.send_settings:
+                writer.write(f.settings_frame(self.settings))
+            while True:
+                hdr = await reader.readexactly(9)
+                hi, lo, ftype, flags, sid = f.FRAME_HEADER.unpack(hdr)
+                payload = await reader.readexactly((hi << 8) | lo)
+                if ftype == f.HEADERS:
+                    state["open"].add(sid)
+                    self.max_open = max(self.max_open, len(state["open"]))
+                    await self.on_request(state, sid, writer)
+                elif ftype == f.PING and flags & f.ACK:
+                    self.pings_acked += 1
+                elif ftype == f.RST_STREAM:
+                    state["open"].discard(sid)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_goaway_fails_calls_above_last_stream_as_not_sent_and_moves_on():
+    async def on_request(state, sid, writer):
+        if state["n"] == 1 and sid == 1:
+            return  # held until stream 3 arrives
+        if state["n"] == 1 and sid == 3:
+            writer.write(f.goaway_frame(1, f.NO_ERROR, b"bye") + ok_response(1, b"one"))
+            return
+        writer.write(ok_response(sid, b"new%d" % state["n"]))
+        state["open"].discard(sid)
+
+    async def main():
+        s = Scripted(on_request)
+        target = await s.start()
+        ch = nc.NativeChannel(target)
+        echo = ch.unary_unary("/x/Echo")
+        await ch.channel_ready()
+        first = asyncio.ensure_future(echo(b"a", timeout=5))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(echo(b"b", timeout=5))
+        assert await first == b"one"
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await second
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE and nc.NOT_SENT_TEXT in ei.value.details()
+        from geokv.client import errors as cerr
+        assert any(mk in ei.value.details() for mk in cerr.NOT_SENT_MARKERS)
+        assert await echo(b"c", timeout=5) == b"new2"  # a new connection
+        assert s.connections == 2
+        await ch.close()
+        await s.stop()
+
+    run(main())
+
+
+def test_refused_stream_is_not_sent_and_reset_stream_is_reported():
+    async def on_request(state, sid, writer):
+        code = f.REFUSED_STREAM if sid == 1 else f.INTERNAL_ERROR
+        writer.write(f.rst_stream_frame(sid, code))
+
+    async def main():
+        s = Scripted(on_request)
+        target = await s.start()
+        ch = nc.NativeChannel(target)
+        echo = ch.unary_unary("/x/Echo")
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await echo(b"a", timeout=5)
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE and nc.NOT_SENT_TEXT in ei.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await echo(b"b", timeout=5)
+        assert ei.value.code() is grpc.StatusCode.INTERNAL and "RST_STREAM" in ei.value.details()
+        await ch.close()
+        await s.stop()
+
+    run(main())
+
+
+def test_server_closing_mid_call_is_unavailable_and_outcome_unknown_for_writes():
+    async def on_request(state, sid, writer):
+        writer.close()
+
+    async def main():
+        from geokv.client import AsyncClient
+        from geokv.client import errors as cerr
+
+        s = Scripted(on_request)
+        target = await s.start()
+        ch = nc.NativeChannel(target)
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await ch.unary_unary("/x/Echo")(b"a", timeout=5)
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE and nc.NOT_SENT_TEXT not in ei.value.details()
+        await ch.close()
+        async with AsyncClient([target], timeout_s=3, transport="native") as c:
+            with pytest.raises(cerr.OutcomeUnknown):
+                await c.put("k", "v")
+            assert c.statistics().outcome_unknown == 1
+        await s.stop()
+
+    run(main())
+
+
+def test_server_that_never_sends_settings_is_not_ready():
+    async def main():
+        s = Scripted(send_settings=False)
+        target = await s.start()
+        ch = nc.NativeChannel(target, connect_attempt_s=0.3)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ch.channel_ready(), 0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await ch.unary_unary("/x/Echo")(b"a", timeout=5)
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "failed to connect to all addresses" in ei.value.details()
+        assert ch.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        await ch.close()
+        await s.stop()
+
+    run(main())
+
+
+def test_max_concurrent_streams_queues_calls_and_pings_are_answered():
+    async def on_request(state, sid, writer):
+        writer.write(f.frame(f.PING, 0, 0, b"12345678"))
+        await asyncio.sleep(0.01)
+        state["open"].discard(sid)
+        writer.write(ok_response(sid, b"r%d" % sid))
+
+    async def main():
+        s = Scripted(on_request, settings={f.SETTINGS_MAX_CONCURRENT_STREAMS: 2})
+        target = await s.start()
+        ch = nc.NativeChannel(target)
+        echo = ch.unary_unary("/x/Echo")
+        outs = await asyncio.gather(*(echo(b"", timeout=10) for _ in range(12)))
+        assert sorted(outs) == sorted(b"r%d" % sid for sid in range(1, 24, 2))
+        assert s.max_open <= 2
+        assert s.pings_acked >= 1
+        await ch.close()
+        await s.stop()
+
+    run(main())
