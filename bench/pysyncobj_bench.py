@@ -8,13 +8,16 @@ Same machine, same run, 3 nodes on loopback each:
   * geokv      three ``geokv serve`` processes (LocalCluster: WAL fsync per batch, LMDB),
                driven by one client process with geokv.client.AsyncClient keeping
                ``--inflight`` puts in flight (the client talks to one endpoint and the
-               member forwards to the leader).
+               member forwards to the leader). With ``--client-transport native,grpcio``
+               the same cluster is driven once per client transport, one after the other
+               (rows ``geokv/native``, ``geokv/grpcio``).
 Both write the same keys (``--key-bytes``) and values (``--value-bytes``); the first
 ``--warmup`` seconds are not counted. Reported: writes/s, p50/p99/max latency, CPU seconds
 per 1,000 writes (all server processes, and the client process separately; for PySyncObj
 the client shares node 0's process, so its CPU is inside the servers' figure) and RSS.
 
     python bench/pysyncobj_bench.py [--seconds 20] [--inflight 1000] [--systems pysyncobj,geokv]
+                                    [--client-transport native,grpcio]
 
 Prints a table and a final line ``RESULT {json}``.
 """
@@ -206,9 +209,10 @@ async def geokv_client_run(args) -> dict:
     value = b"v" * args.value_bytes
     keys = [key_for(i, args.key_bytes) for i in range(args.keys)]
     lat: list[float] = []
-    st = {"count": 0, "errors": 0, "issued": 0}
+    st = {"count": 0, "errors": 0, "issued": 0, "ok": 0}
     errs: dict[str, int] = {}
-    async with AsyncClient(args.endpoints.split(","), timeout_s=GEOKV_REQUEST_TIMEOUT_S) as c:
+    async with AsyncClient(args.endpoints.split(","), timeout_s=GEOKV_REQUEST_TIMEOUT_S,
+                           transport=args.client_transport) as c:
         await c.put(b"/bench-warm", b"1")
         t_begin = time.monotonic()
         t_measure = t_begin + args.warmup
@@ -230,14 +234,20 @@ async def geokv_client_run(args) -> dict:
                     await asyncio.sleep(0.01)
                     continue
                 t1 = time.monotonic()
+                st["ok"] += 1
                 if t_measure <= t1 < t_end:
                     st["count"] += 1
                     if len(lat) < LATENCY_SAMPLES_MAX:
                         lat.append(t1 - t0)
 
+        cpu0 = time.process_time()
         await asyncio.gather(*(worker() for _ in range(args.inflight)))
+        cpu = time.process_time() - cpu0
     out = summarize(lat, st["count"], args.seconds, st["errors"])
     out["error_kinds"] = errs
+    out["writes_total"] = st["ok"]  # warm-up + run
+    out["client_cpu_s"] = round(cpu, 2)
+    out["client_cpu_s_per_1000_writes"] = round(cpu / st["ok"] * 1000, 3) if st["ok"] else None
     return out
 
 
@@ -251,38 +261,46 @@ def geokv_client_main(args) -> None:
     print(json.dumps(asyncio.run(geokv_client_run(args))), flush=True)
 
 
-def bench_geokv(args) -> dict:
+def bench_geokv(args) -> dict[str, dict]:
+    """One 3-member cluster; one client run per transport in ``--client-transport``."""
     from geokv.testing.cluster import LocalCluster
 
+    out: dict[str, dict] = {}
     base = tempfile.mkdtemp(prefix="bench-pso-geokv-")
     with LocalCluster(3, base_dir=base, heartbeat_ms=100, election_ms=1000) as cluster:
         cluster.wait_ready()
         pids = [cluster.pid(i) for i in range(3)]
         eps = ",".join(e.replace("http://", "") for e in cluster.endpoints)
-        cmd = [sys.executable, os.path.abspath(__file__), "--role", "geokv-client", "--endpoints", eps,
-               "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--inflight", str(args.inflight),
-               "--key-bytes", str(args.key_bytes), "--value-bytes", str(args.value_bytes), "--keys", str(args.keys)]
-        cpu0 = [cpu_seconds(p) for p in pids]
-        load0 = loadavg()
-        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        try:
-            out, _ = client.communicate(timeout=args.seconds + args.warmup + RUN_MARGIN_S)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-        cpu1 = [cpu_seconds(p) for p in pids]
-        lines = out.strip().splitlines()
-        res = json.loads(lines[-1]) if lines else {"error": "client printed nothing"}
-        cpu = sum(cpu1) - sum(cpu0)
-        total_writes = (res.get("writes_per_s") or 0) * (args.seconds + args.warmup)
-        res["cpu_s_servers"] = round(cpu, 2)
-        res["cpu_s_per_1000_writes"] = round(cpu / total_writes * 1000, 3) if total_writes else None
-        res["cpu_s_per_1000_writes_note"] = "3 members, over warm-up + run (client process not included)"
-        res["rss_mib_per_member"] = [rss_mib(p) for p in pids]
-        res["loadavg_before"], res["loadavg_after"] = load0, loadavg()
-        res["leader_index"] = cluster.leader_index()
-        return res
+        for transport in args.client_transport.split(","):
+            cmd = [sys.executable, os.path.abspath(__file__), "--role", "geokv-client", "--endpoints", eps,
+                   "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--inflight", str(args.inflight),
+                   "--key-bytes", str(args.key_bytes), "--value-bytes", str(args.value_bytes), "--keys",
+                   str(args.keys), "--client-transport", transport]
+            print(f"   geokv client on the {transport} transport", flush=True)
+            cpu0 = [cpu_seconds(p) for p in pids]
+            load0 = loadavg()
+            client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            try:
+                stdout, _ = client.communicate(timeout=args.seconds + args.warmup + RUN_MARGIN_S)
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+            cpu1 = [cpu_seconds(p) for p in pids]
+            lines = stdout.strip().splitlines()
+            res = json.loads(lines[-1]) if lines else {"error": "client printed nothing"}
+            cpu = sum(cpu1) - sum(cpu0)
+            total_writes = res.get("writes_total") or 0
+            res["transport"] = transport
+            res["cpu_s_servers"] = round(cpu, 2)
+            res["cpu_s_per_1000_writes"] = round(cpu / total_writes * 1000, 3) if total_writes else None
+            res["cpu_s_per_1000_writes_note"] = ("3 members, over warm-up + run (client process not included: "
+                                                 "client_cpu_s_per_1000_writes)")
+            res["rss_mib_per_member"] = [rss_mib(p) for p in pids]
+            res["loadavg_before"], res["loadavg_after"] = load0, loadavg()
+            res["leader_index"] = cluster.leader_index()
+            out[f"geokv/{transport}"] = res
+    return out
 
 
 def main() -> None:
@@ -298,6 +316,8 @@ def main() -> None:
     p.add_argument("--node", type=int, default=0)
     p.add_argument("--ports", default="")
     p.add_argument("--endpoints", default="")
+    p.add_argument("--client-transport", default="native,grpcio",
+                   help="geokv client transport(s), comma-separated: native, grpcio")
     args = p.parse_args()
     if args.role == "pysyncobj-node":
         pysyncobj_node(args)
@@ -309,21 +329,33 @@ def main() -> None:
     for name in args.systems.split(","):
         print(f"== {name}: {args.inflight} writes in flight, {args.seconds:.0f} s (+{args.warmup:.0f} s warm-up)",
               flush=True)
-        results[name] = {"pysyncobj": bench_pysyncobj, "geokv": bench_geokv}[name](args)
-        print(json.dumps(results[name]), flush=True)
+        if name == "geokv":
+            for row, res in bench_geokv(args).items():
+                results[row] = res
+                print(json.dumps(res), flush=True)
+        else:
+            results[name] = bench_pysyncobj(args)
+            print(json.dumps(results[name]), flush=True)
     print()
-    print(f"{'system':<10} {'writes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} "
-          f"{'cpu s/1k w':>10} {'rss MiB':>20} {'load1':>6}")
+    print(f"{'system':<14} {'writes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} "
+          f"{'srv cpu s/1k':>12} {'cli cpu s/1k':>12} {'rss MiB':>20} {'load1':>6}")
     for name, r in results.items():
-        print(f"{name:<10} {r.get('writes_per_s') or 0:>9.0f} {r.get('p50_ms') or 0:>8.1f} "
+        print(f"{name:<14} {r.get('writes_per_s') or 0:>9.0f} {r.get('p50_ms') or 0:>8.1f} "
               f"{r.get('p99_ms') or 0:>8.1f} {r.get('max_ms') or 0:>8.1f} {r.get('errors') or 0:>7} "
-              f"{r.get('cpu_s_per_1000_writes') or 0:>10.3f} {str(r.get('rss_mib_per_member')):>20} "
-              f"{r.get('loadavg_before', [0])[0]:>6.2f}")
+              f"{r.get('cpu_s_per_1000_writes') or 0:>12.3f} {r.get('client_cpu_s_per_1000_writes') or 0:>12.3f} "
+              f"{str(r.get('rss_mib_per_member')):>20} {r.get('loadavg_before', [0])[0]:>6.2f}")
     ratios = {}
-    g = results.get("geokv", {}).get("writes_per_s")
     s = results.get("pysyncobj", {}).get("writes_per_s")
-    if g and s:
-        ratios["geokv_vs_pysyncobj_writes"] = round(g / s, 3)
+    for name, r in results.items():
+        g = r.get("writes_per_s")
+        if name.startswith("geokv/") and g and s:
+            ratios[f"{name}_vs_pysyncobj_writes"] = round(g / s, 3)
+    n, gr = results.get("geokv/native", {}), results.get("geokv/grpcio", {})
+    if n.get("writes_per_s") and gr.get("writes_per_s"):
+        ratios["native_vs_grpcio_writes"] = round(n["writes_per_s"] / gr["writes_per_s"], 3)
+    if n.get("client_cpu_s_per_1000_writes") and gr.get("client_cpu_s_per_1000_writes"):
+        ratios["native_vs_grpcio_client_cpu"] = round(n["client_cpu_s_per_1000_writes"]
+                                                      / gr["client_cpu_s_per_1000_writes"], 3)
     print("RESULT " + json.dumps({"results": results, "ratios": ratios, "inflight": args.inflight,
                                   "key_bytes": args.key_bytes, "value_bytes": args.value_bytes,
                                   "loadavg_end": loadavg()}))

@@ -316,13 +316,15 @@ class AsyncClient:
             if remaining <= 0:
                 break
             try:
-                await self._wan_delay(ep)
+                if self._wan is not None:
+                    await self._wan_delay(ep)
                 # A read may give up on a hung endpoint early and ask the next one; a write
                 # gets the whole remaining budget, since giving up would leave it unknown.
                 attempt_s = min(remaining, max(budget_s * READ_ATTEMPT_FRACTION, READ_ATTEMPT_S_MIN)) if idempotent else remaining
                 self._stats.sent += 1
                 resp = await getattr(self._stub(ep, kind), method)(request, timeout=attempt_s, metadata=metadata)
-                await self._wan_delay(ep)
+                if self._wan is not None:
+                    await self._wan_delay(ep)
                 return resp
             except grpc.aio.AioRpcError as e:
                 code, details = e.code(), e.details() or ""

@@ -68,6 +68,8 @@ MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_SEND_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Stream ids are 31-bit; a connection that runs out is drained and replaced.
 STREAM_ID_MAX = (1 << 31) - 1
+#: Trailer blocks whose status is remembered per connection.
+STATUS_CACHE_ENTRIES_MAX = 64
 #: PINGs from the server answered per connection per second (more are dropped).
 PING_REPLIES_PER_S_MAX = 100
 
@@ -147,17 +149,20 @@ def _metadata_of(headers: list[tuple[bytes, bytes]]) -> grpc.aio.Metadata:
 
 
 # ---- one call's stream ---------------------------------------------------------------
-class _Stream:
-    __slots__ = ("sid", "conn", "call", "path_block", "send_window", "pending", "pending_bytes",
-                 "recv_buf", "recv_unacked", "msgs", "unread_bytes", "headers", "trailers", "done",
-                 "local_closed", "sent_headers", "streaming", "encoding", "max_receive", "header_frags")
+_EMPTY: collections.deque = collections.deque(maxlen=0)  # shared "nothing pending"; never appended to
 
-    def __init__(self, call: _Call) -> None:
+
+class _Stream:
+    __slots__ = ("sid", "conn", "call", "send_window", "pending", "pending_bytes",
+                 "recv_buf", "recv_unacked", "msgs", "unread_bytes", "headers", "trailers", "done",
+                 "local_closed", "sent_headers", "encoding", "max_receive")
+
+    def __init__(self, call: _Call, max_receive: int) -> None:
         self.sid = 0
         self.conn: _Connection | None = None
         self.call = call
         self.send_window = 0
-        self.pending: collections.deque = collections.deque()  # (bytes, end_stream) not yet sent
+        self.pending: collections.deque = _EMPTY  # (bytes, end_stream) not yet sent; a deque once used
         self.pending_bytes = 0
         self.recv_buf = b""
         self.recv_unacked = 0
@@ -168,9 +173,8 @@ class _Stream:
         self.done = False
         self.local_closed = False
         self.sent_headers = False
-        self.streaming = call.response_streaming
         self.encoding = b""
-        self.max_receive = call.channel.max_receive_message_bytes
+        self.max_receive = max_receive
 
 
 class _Connection(asyncio.Protocol):
@@ -205,6 +209,7 @@ class _Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.ping_window_start = 0.0
         self.pings = 0
+        self.status_cache: dict[int, tuple] = {}  # id(trailer list) -> (list, code, message)
 
     # ---- transport -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -359,6 +364,8 @@ class _Connection(asyncio.Protocol):
             if end_stream:
                 st.local_closed = True
             return
+        if st.pending is _EMPTY:
+            st.pending = collections.deque()
         st.pending.append((data, end_stream))
         st.pending_bytes += n
         self._drain_stream(st)
@@ -586,6 +593,16 @@ class _Connection(asyncio.Protocol):
         self._remote_end(st, headers)
 
     def _remote_end(self, st: _Stream, trailers: list | None) -> None:
+        # The decoder hands out the same list for a repeated header block (its cache):
+        # the status of such a block is worked out once.
+        if trailers is not None and st.headers is not trailers:
+            hit = self.status_cache.get(id(trailers))
+            if hit is not None and hit[0] is trailers and not st.recv_buf:
+                st.trailers = trailers
+                if not st.local_closed:
+                    self.reset(st, f.NO_ERROR)
+                self._finish(st, hit[1], hit[2])
+                return
         status = None
         message = ""
         http_status = None
@@ -619,6 +636,10 @@ class _Connection(asyncio.Protocol):
                 message = "missing grpc-status" if trailers is not None else "stream ended without trailers"
         if code is grpc.StatusCode.OK and st.recv_buf:
             code, message = grpc.StatusCode.INTERNAL, "stream ended inside a message"
+        elif status is not None and trailers is not None and st.headers is not trailers:
+            if len(self.status_cache) >= STATUS_CACHE_ENTRIES_MAX:
+                self.status_cache.clear()
+            self.status_cache[id(trailers)] = (trailers, code, message)
         st.trailers = trailers
         # The server is done; if we still send, close our side with RST (NO_ERROR).
         if not st.local_closed:
@@ -765,7 +786,7 @@ class _Call:
         self.loop = asyncio.get_running_loop()
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.metadata = metadata
-        self.stream = _Stream(self)
+        self.stream = _Stream(self, mc.channel.max_receive_message_bytes)
         self.code_: grpc.StatusCode | None = None
         self.details_ = ""
         self.status_fut: asyncio.Future | None = None
