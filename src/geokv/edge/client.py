@@ -142,7 +142,10 @@ def _metadata_of(headers: list[tuple[bytes, bytes]]) -> grpc.aio.Metadata:
             continue
         key = name.decode("latin-1")
         if key.endswith("-bin"):
-            md.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            try:
+                md.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            except ValueError:  # not base64: kept as sent
+                md.append((key, bytes(value)))
         else:
             md.append((key, value.decode("latin-1")))
     return grpc.aio.Metadata(*md)
