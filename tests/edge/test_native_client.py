@@ -447,3 +447,41 @@ def test_max_concurrent_streams_queues_calls_and_pings_are_answered():
         await s.stop()
 
     run(main())
+
+
+def test_a_write_refused_by_goaway_moves_to_the_next_endpoint():
+    """AsyncClient: a put that the first endpoint never processed (GOAWAY below its
+    stream) is sent to the next endpoint, once, and succeeds there."""
+    from geokv.client import AsyncClient
+    from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+
+    class KV(rpc_pb2_grpc.KVServicer):
+        def __init__(self) -> None:
+            self.puts = []
+
+        async def Put(self, request, context):
+            self.puts.append(request.key)
+            return rpc_pb2.PutResponse(header=rpc_pb2.ResponseHeader(revision=7))
+
+    async def on_request(state, sid, writer):
+        writer.write(f.goaway_frame(0, f.NO_ERROR, b"shutting down"))
+
+    async def main():
+        s = Scripted(on_request)
+        bad = await s.start()
+        kv = KV()
+        server = EdgeServer(max_receive_message_bytes=BIG, max_concurrent_rpcs=100)
+        rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
+        port = await server.add_port("127.0.0.1", 0)
+        await server.start()
+        try:
+            async with AsyncClient([bad, f"127.0.0.1:{port}"], timeout_s=5, transport="native") as c:
+                r = await c.put("k", "v")
+                assert r.header.revision == 7
+                assert kv.puts == [b"k"]
+                assert c.statistics().not_connected >= 1 and c.statistics().outcome_unknown == 0
+        finally:
+            await server.stop(0)
+            await s.stop()
+
+    run(main())
