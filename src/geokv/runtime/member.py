@@ -4,8 +4,11 @@ The driver is ONE asyncio task that owns the RawNode; nothing else touches it. E
   1. take ticks, inbound messages, proposals, read requests and actions from bounded
      queues (everything that arrived since the last turn: natural batching);
   2. ``ready()``;
-  3. send ``messages``; persist hard state + entries + snapshot with ONE fsync, run in a
-     thread so the loop keeps accepting requests (they become the next group commit);
+  3. send ``messages``; persist hard state + entries + snapshot with ONE fsync: the
+     entries are encoded and buffered here, the write + fsync run on the member's WAL
+     sync thread (``runtime/persist.py``) so the loop keeps accepting requests (they
+     become the next group commit); committed entries are applied meanwhile. A Ready
+     that needs no fsync (only the commit index moved) is buffered with no thread hop;
   4. send ``persisted_messages``;
   5. apply committed entries in one ``MVCCStore.apply_batch`` (one LMDB txn), apply conf
      changes, resolve waiting requests, publish events to the watch hub;
