@@ -11,7 +11,7 @@ import pytest
 
 from geokv import errors
 from geokv.kv.store import MVCCStore
-from geokv.kv.types import Compact, DeleteRange, Noop, Put, Range, Txn
+from geokv.kv.types import Compact, DeleteRange, Noop, Put, Range
 
 from .conftest import Applier
 
