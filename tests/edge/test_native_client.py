@@ -485,3 +485,32 @@ def test_a_write_refused_by_goaway_moves_to_the_next_endpoint():
             await s.stop()
 
     run(main())
+
+
+def test_deadlines_of_many_calls_fire_in_their_own_time():
+    async def main():
+        async with serving("edge") as (target, _):
+            ch = nc.NativeChannel(target)
+            sleep = ch.unary_unary("/test.Edge/Sleep")
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            ended = {}
+
+            async def one(ms_sleep: int, timeout: float):
+                try:
+                    await sleep(b"%d" % ms_sleep, timeout=timeout)
+                    ended[timeout] = ("ok", loop.time() - t0)
+                except grpc.aio.AioRpcError as e:
+                    ended[timeout] = (e.code().name, loop.time() - t0)
+
+            await asyncio.gather(one(5000, 0.3), one(5000, 0.1), one(50, 5.0), one(5000, 0.6))
+            assert ended[5.0][0] == "ok"
+            assert [ended[t][0] for t in (0.1, 0.3, 0.6)] == ["DEADLINE_EXCEEDED"] * 3
+            assert ended[0.1][1] < ended[0.3][1] < ended[0.6][1]
+            assert ended[0.1][1] >= 0.1 and ended[0.6][1] >= 0.6
+            # finished calls leave no entries (their empty buckets go when their time comes)
+            assert not any(ch._deadlines.buckets.values())
+            assert len(ch._deadlines.heap) <= 5.0 / nc.DEADLINE_RESOLUTION_S + 1
+            await ch.close()
+
+    run(main())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import heapq
 import random
 import struct
 import time
@@ -68,6 +69,8 @@ MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_SEND_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Stream ids are 31-bit; a connection that runs out is drained and replaced.
 STREAM_ID_MAX = (1 << 31) - 1
+#: Granularity of client-side deadlines (a deadline fires at most this late).
+DEADLINE_RESOLUTION_S = 0.005
 #: Trailer blocks whose status is remembered per connection.
 STATUS_CACHE_ENTRIES_MAX = 64
 #: PINGs from the server answered per connection per second (more are dropped).
@@ -776,6 +779,58 @@ class _Connection(asyncio.Protocol):
         self._maybe_close_drained()
 
 
+# ---- deadlines -------------------------------------------------------------------------------
+class _Deadlines:
+    """Call deadlines in buckets of DEADLINE_RESOLUTION_S with one loop timer for the
+    earliest bucket: cheaper than a TimerHandle per call; a deadline fires at most one
+    resolution late."""
+
+    __slots__ = ("loop", "buckets", "heap", "timer", "timer_tick")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, set] = {}
+        self.heap: list[int] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_tick = 0
+
+    def add(self, call: _Call, deadline: float) -> None:
+        tick = int(deadline / DEADLINE_RESOLUTION_S) + 1
+        b = self.buckets.get(tick)
+        if b is None:
+            b = self.buckets[tick] = set()
+            heapq.heappush(self.heap, tick)
+            if self.timer is None or tick < self.timer_tick:
+                self._schedule(tick)
+        b.add(call)
+        call.deadline_tick = tick
+
+    def remove(self, call: _Call) -> None:
+        b = self.buckets.get(call.deadline_tick)
+        if b is not None:
+            b.discard(call)
+        call.deadline_tick = 0
+
+    def _schedule(self, tick: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_tick = tick
+        self.timer = self.loop.call_at(self.loop.time() + max(0.0, tick * DEADLINE_RESOLUTION_S - time.monotonic()),
+                                       self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = time.monotonic()
+        heap = self.heap
+        while heap and heap[0] * DEADLINE_RESOLUTION_S <= now:
+            for call in self.buckets.pop(heapq.heappop(heap), ()):
+                call._on_deadline()
+        while heap and not self.buckets.get(heap[0]):  # buckets emptied by finished calls
+            self.buckets.pop(heapq.heappop(heap), None)
+        if heap:
+            self._schedule(heap[0])
+
+
 # ---- calls -------------------------------------------------------------------------------
 class _Call:
     """What every call has: its stream, status, metadata and deadline."""
@@ -796,7 +851,7 @@ class _Call:
         self.msg_waiter: asyncio.Future | None = None
         self.write_waiter: asyncio.Future | None = None
         self.headers_waiter: asyncio.Future | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline_tick = 0  # its bucket in the channel's _Deadlines, 0 if none
         self.callbacks: list[Callable] = []
         self.cancelled_ = False
 
@@ -821,9 +876,8 @@ class _Call:
             return
         self.code_ = code
         self.details_ = details
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.deadline_tick:
+            self.channel._deadlines.remove(self)
         for w in (self.status_fut, self.msg_waiter, self.write_waiter, self.headers_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
@@ -832,7 +886,7 @@ class _Call:
         self.callbacks = []
 
     def _on_deadline(self) -> None:
-        self.timer = None
+        self.deadline_tick = 0
         if self.code_ is None:
             conn = self.stream.conn
             if conn is not None:
@@ -844,7 +898,10 @@ class _Call:
         """Open the stream and send the headers (and ``first`` message, ending our side if ``end``)."""
         deadline = self.deadline
         if deadline is not None:
-            self.timer = self.loop.call_at(self.loop.time() + max(0.0, deadline - time.monotonic()), self._on_deadline)
+            dl = self.channel._deadlines
+            if dl is None or dl.loop is not self.loop:
+                dl = self.channel._deadlines = _Deadlines(self.loop)
+            dl.add(self, deadline)
         if first is not None and len(first) - 5 > self.channel.max_send_message_bytes:
             self._on_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"Sent message larger than max ({len(first) - 5} vs. {self.channel.max_send_message_bytes})")
@@ -1223,6 +1280,7 @@ class NativeChannel:
         self._closed = False
         self._old: set[_Connection] = set()  # draining connections, closed on close()
         self._authority = target.encode("ascii")
+        self._deadlines: _Deadlines | None = None
 
     # ---- multicallables ------------------------------------------------------------------------
     def _base_block(self, method: str) -> bytes:
