@@ -514,3 +514,73 @@ def test_deadlines_of_many_calls_fire_in_their_own_time():
             await ch.close()
 
     run(main())
+
+
+# ---- property: any split of the server's bytes gives the same call outcome --------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+
+def _response_bytes(messages: list[bytes], data_frame_bytes: int, padded: bool) -> bytes:
+    body = b"".join(struct.pack(">BI", 0, len(m)) + m for m in messages)
+    out = [f.settings_frame({}), f.frame(f.HEADERS, f.END_HEADERS, 1, _resp_headers())]
+    for i in range(0, len(body), data_frame_bytes):
+        chunk = body[i:i + data_frame_bytes]
+        if padded:
+            out.append(f.frame(f.DATA, f.PADDED, 1, b"\x02" + chunk + b"\x00\x00"))
+        else:
+            out.append(f.frame(f.DATA, 0, 1, chunk))
+    out.append(f.frame(f.PING, 0, 0, b"abcdefgh"))
+    out.append(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, 1, _trailers(9, b"precondition%20failed%3A%20%C3%BC")))
+    return b"".join(out)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=hst.lists(hst.binary(max_size=300), min_size=0, max_size=4),
+       data_frame_bytes=hst.integers(1, 400), padded=hst.booleans(),
+       cuts=hst.lists(hst.integers(1, 64), min_size=1, max_size=30))
+def test_any_split_of_the_response_bytes_gives_the_same_outcome(messages, data_frame_bytes, padded, cuts):
+    wire = _response_bytes(messages, data_frame_bytes, padded)
+
+    async def main():
+        a, b = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        ch = nc.NativeChannel("127.0.0.1:1")
+        conn: nc._Connection | None = None
+
+        async def server():
+            reader, writer = await asyncio.open_connection(sock=b)
+            await reader.readexactly(len(f.PREFACE))
+            writer.write(wire[:len(f.settings_frame({}))])
+            while True:  # read the request up to its END_STREAM
+                hi, lo, ftype, flags, sid = f.FRAME_HEADER.unpack(await reader.readexactly(9))
+                await reader.readexactly((hi << 8) | lo)
+                if ftype == f.DATA and flags & f.END_STREAM:
+                    break
+            rest = wire[len(f.settings_frame({})):]
+            pos, i = 0, 0
+            while pos < len(rest):
+                n = cuts[i % len(cuts)]
+                writer.write(rest[pos:pos + n])
+                await writer.drain()
+                await asyncio.sleep(0)
+                pos, i = pos + n, i + 1
+            await reader.read(1 << 16)  # until the client closes
+            writer.close()
+
+        srv = asyncio.ensure_future(server())
+        _, conn = await loop.create_connection(lambda: nc._Connection(ch), sock=a)
+        await asyncio.wait_for(conn.settings_received, 5)
+        ch._conn = conn
+        call = ch.unary_stream("/x/Stream")(b"req", timeout=5)
+        got = []
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            async for m in call:
+                got.append(m)
+        assert got == messages
+        assert ei.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert ei.value.details() == "precondition failed: ü"
+        await ch.close()
+        await asyncio.wait_for(srv, 5)
+
+    run(main())
