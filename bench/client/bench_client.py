@@ -4,7 +4,8 @@ For each server (etcd 3.4 and geokv, one member each, on loopback) it measures, 
 same run and against the same server:
 
 * ``raw``: grpc.aio KV stubs, no failover logic (the reference);
-* ``async``: geokv.client.AsyncClient (failover, error mapping, read-mode metadata);
+* ``async``: geokv.client.AsyncClient (failover, error mapping, read-mode metadata; on its
+  default transport, the native channel, or GEOKV_CLIENT_TRANSPORT=grpcio);
 * ``sync``: geokv.client.Client (the same, through its loop thread);
 * ``raw x32`` / ``async x32``: 32 requests in flight (throughput), stub vs AsyncClient.
 
