@@ -116,7 +116,12 @@ def test_reads_in_other_threads_pair_data_and_header_from_one_snapshot(tmp_dir):
     def reader() -> None:
         last = 0  # a thread's reads never go back in time, point reads or scans
         while not stop.is_set():
+            # The store's revision and applied index are those of a commit: a read
+            # that follows sees at least that revision.
+            seen_rev, seen_index = s.revision, s.applied_index
             scan = s.range(Range(b"k", b"l"))
+            if scan.revision < seen_rev or s.applied_index < seen_index:
+                problems.append(("revision ahead of the data", seen_rev, scan.revision))
             res = s.range(Range(b"k"))
             reads[0] += 1
             if not last <= scan.revision <= res.revision:

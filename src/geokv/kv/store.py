@@ -208,6 +208,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         else:
             self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos = _STATE.unpack(raw)
         self._snap = (snap_id, self._rev, self._crev)
+        self._committed = (self._applied, self._rev, self._crev)
 
     def _state_bytes(self) -> bytes:
         return _STATE.pack(self._applied, self._rev, self._crev, self._ctodo, self._data_bytes, self._cpos)
@@ -257,17 +258,21 @@ class MVCCStore(LeaseMemberTables, Maintenance):
 
     # --- state ------------------------------------------------------------------------
 
+    # The three below are those of the last commit: a thread that reads them while
+    # another one is inside apply_batch never sees an index or revision whose data a
+    # read could not see yet.
+
     @property
     def applied_index(self) -> int:
-        return self._applied
+        return self._committed[0]
 
     @property
     def revision(self) -> int:
-        return self._rev
+        return self._committed[1]
 
     @property
     def compact_revision(self) -> int:
-        return self._crev
+        return self._committed[2]
 
     @property
     def compaction_pending(self) -> bool:
@@ -398,6 +403,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
             # finds its (revision, compact_revision) here instead of reading the state
             # row; any other reader's txn id differs and it reads the row.
             self._snap = (snap_id, self._rev, self._crev)
+            self._committed = (self._applied, self._rev, self._crev)
         except BaseException:
             self._load_state()
             raise
