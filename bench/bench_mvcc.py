@@ -11,6 +11,9 @@ of it), and Noops finish the rest.
 
 Last, one DeleteRange removes --delete-keys keys (what ``etcdctl check perf`` ends
 with): one revision, one tombstone and one change-log row per key, one event each.
+A second one, over the next as many keys, runs in a worker thread while the main thread
+sleeps 1 ms in a loop: the gaps between its wake-ups say how responsive an event loop
+stays when the apply runs off it.
 
 The reference is raw LMDB with the same settings (sync off, the store's writemap
 setting, one write txn per batch, one read txn per get) on the same keys and values;
@@ -31,6 +34,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 import lmdb
@@ -205,12 +209,47 @@ def run(base: str, n: int, batch: int, read_keys: list[bytes], delete_keys: int)
     m["delete_per_s"], m["delete_per_cpu_s"] = c_mvcc.rates(d)
     m["delete_apply_s"] = c_mvcc.wall_s
     m["delete_apply_cpu_s"] = c_mvcc.cpu_s
+    if n >= 2 * d:
+        index += 1
+        gaps = delete_in_thread(store, index, make_key(d), make_key(2 * d))
+        m["thread_delete_gap_ms_p50"] = gaps[len(gaps) // 2] * 1000
+        m["thread_delete_gap_ms_p99"] = gaps[int(len(gaps) * 0.99)] * 1000
+        m["thread_delete_gap_ms_max"] = gaps[-1] * 1000
     m["rss_anon_growth_bytes"] = rss1["RssAnon"] - rss0["RssAnon"]
     m["rss_after_reads_bytes"] = rss2["VmRSS"]
     m["rss_file_after_reads_bytes"] = rss2["RssFile"]
     store.close()
     raw.env.close()
     return r, m
+
+
+def delete_in_thread(store: MVCCStore, index: int, lo: bytes, hi: bytes) -> list[float]:
+    """Apply DeleteRange(lo, hi) in a worker thread; the sorted gaps (s) between the
+    wake-ups of this thread, which sleeps 1 ms in a loop meanwhile."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            store.apply_batch([(index, DeleteRange(lo, hi, prev_kv=True))])
+        except BaseException as exc:  # reported below, in the main thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work)
+    gaps: list[float] = []
+    last = time.perf_counter()
+    worker.start()
+    while not done.is_set():
+        time.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    worker.join()
+    if failure:
+        raise failure[0]
+    return sorted(gaps) or [0.0]
 
 
 def loadavg() -> float:
@@ -261,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one DeleteRange of {mvcc['delete_keys']} keys (prev_kv, {mvcc['delete_keys']} events): "
           f"{mvcc['delete_apply_s'] * 1000:.0f} ms wall, {mvcc['delete_apply_cpu_s'] * 1000:.0f} ms CPU in one apply "
           f"({mvcc['delete_apply_cpu_s'] / mvcc['delete_keys'] * 1e6:.1f} us CPU per key)")
+    if "thread_delete_gap_ms_max" in mvcc:
+        print(f"the same DeleteRange on the next {mvcc['delete_keys']} keys in a worker thread: the main thread, "
+              f"sleeping 1 ms in a loop, woke with gaps of {mvcc['thread_delete_gap_ms_p50']:.1f} ms p50, "
+              f"{mvcc['thread_delete_gap_ms_p99']:.1f} ms p99, {mvcc['thread_delete_gap_ms_max']:.1f} ms max")
     print(f"compaction of {args.keys} superseded versions: the rest after the writes above took "
           f"{mvcc['compact_noop_s']:.2f} s in {mvcc['compact_noops']} Noop chunks "
           f"(longest {mvcc['compact_noop_ms_max']:.1f} ms); {mvcc['kv_rows_after_compact']} kv rows left")
