@@ -584,3 +584,26 @@ def test_any_split_of_the_response_bytes_gives_the_same_outcome(messages, data_f
         await asyncio.wait_for(srv, 5)
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_stream_the_server_does_not_read_blocks_the_writer_within_its_bound(kind):
+    async def main():
+        async with serving(kind) as (target, _):
+            ch = nc.NativeChannel(target, max_send_message_bytes=BIG)
+            call = ch.stream_unary("/test.Edge/Hold")(timeout=20)
+            chunk = b"h" * (256 * 1024)
+            written = 0
+            with pytest.raises(asyncio.TimeoutError):
+                for _ in range(400):  # 100 MiB if nothing pushed back
+                    await asyncio.wait_for(call.write(chunk), 1.0)
+                    written += 1
+            st = call.stream
+            assert st.pending_bytes <= nc.STREAM_SEND_BUFFER_BYTES_MAX + len(chunk) + 5
+            assert written * len(chunk) < 64 * 1024 * 1024
+            call.cancel()
+            # the connection still serves other calls
+            assert await ch.unary_unary("/test.Edge/Echo")(b"free", timeout=5) == b"free"
+            await ch.close()
+
+    run(main())
