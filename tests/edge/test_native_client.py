@@ -607,3 +607,26 @@ def test_a_stream_the_server_does_not_read_blocks_the_writer_within_its_bound(ki
             await ch.close()
 
     run(main())
+
+
+def test_a_server_that_closes_before_settings_fails_the_attempt_at_once():
+    async def main():
+        async def handle(reader, writer):
+            await reader.read(10)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        target = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        ch = nc.NativeChannel(target)  # connect_attempt_s: the default 20 s
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await ch.unary_unary("/x/Echo")(b"a", timeout=15)
+        assert ei.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "failed to connect to all addresses" in ei.value.details()
+        assert loop.time() - t0 < 5
+        await ch.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())

@@ -271,6 +271,9 @@ class _Connection(asyncio.Protocol):
 
     def _fail_all(self, reason: str) -> None:
         self.closed = True
+        if not self.settings_received.done():  # the connection attempt fails now, not at its timeout
+            self.settings_received.set_exception(ConnectionResetError(f"closed before the server's SETTINGS ({reason})"))
+            self.settings_received.exception()  # retrieved: nobody may be waiting any more
         self.channel._connection_gone(self)
         streams = list(self.streams.values())
         self.streams.clear()
@@ -1361,6 +1364,10 @@ class NativeChannel:
             self._conn = conn
             self._backoff_s = RECONNECT_BACKOFF_S_INITIAL
             self._retry_at = 0.0
+        except asyncio.CancelledError:
+            if conn is not None:
+                conn.close("channel closed")
+            raise
         except (OSError, asyncio.TimeoutError) as exc:
             if conn is not None:
                 conn.close("no SETTINGS from the server")
