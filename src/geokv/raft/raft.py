@@ -554,6 +554,15 @@ class Raft(LeaderMixin):
                 pass  # the term is adopted when the pre-election is won
             elif t in (MT.APP, MT.HEARTBEAT, MT.SNAP):
                 self.become_follower(m.term, m.frm)
+            elif t == MT.VOTE:
+                # Raft §5.2 (Figure 2, Followers): only hearing from the leader or
+                # *granting* a vote restarts the election timer (the grant below resets
+                # it). A candidate we refuse, e.g. one whose log is behind ours, must not
+                # hold back our own campaign: stale candidates retrying every timeout
+                # would otherwise keep the nodes that can win from ever campaigning.
+                elapsed = self.election_elapsed
+                self.become_follower(m.term, 0)
+                self.election_elapsed = elapsed
             else:
                 self.become_follower(m.term, 0)
         elif m.term < self.term:
