@@ -50,3 +50,19 @@ def test_usage_errors_exit_2_without_traceback(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_swarm_summary_has_the_recovery_time_distribution(capsys, monkeypatch):
+    def run(seed: int, faults: bool) -> RunResult:
+        # Seeds 1..100 recover in seed*100 ms: p50 5000, p90 9000, p99 9900, max 10000.
+        return RunResult(seed=seed, ok=True, liveness_ms=seed * 100.0,
+                         config=SimConfig.generate(seed).summary())
+
+    monkeypatch.setattr(cli, "run_one", run)
+    assert cli.main(["--seeds", "1..100", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "recovery after heal (ms): p50 5000, p90 9000, p99 9900, max 10000 (seed 100)" in out
+    result = json.loads(out.strip().splitlines()[-1].removeprefix("RESULT "))
+    assert result["liveness_ms_p50"] == 5000.0 and result["liveness_ms_p99"] == 9900.0
+    assert result["liveness_ms_max"] == 10000.0 and result["liveness_ms_max_seed"] == 100
+    assert result["liveness_over_half_bound"] == 0  # 10 s is not over half of 20 s

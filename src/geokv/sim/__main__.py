@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -86,16 +87,40 @@ def print_single(res: RunResult, *, verbose: bool) -> None:
                 print(f"  {line}")
 
 
+def _pct(sorted_vals: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def recovery_summary(liveness: list[tuple[float, int]]) -> dict:
+    """p50/p90/p99/max of the time from healing to the first committed write, the seed
+    of the slowest run, and how many runs took more than half the liveness bound."""
+    if not liveness:
+        return {"liveness_ms_p50": None, "liveness_ms_p90": None, "liveness_ms_p99": None,
+                "liveness_ms_max_seed": None, "liveness_over_half_bound": 0}
+    vals = sorted(v for v, _ in liveness)
+    worst_ms, worst_seed = max(liveness)
+    half = SimConfig(seed=0).liveness_ms_max / 2
+    return {
+        "liveness_ms_p50": round(_pct(vals, 0.50), 1),
+        "liveness_ms_p90": round(_pct(vals, 0.90), 1),
+        "liveness_ms_p99": round(_pct(vals, 0.99), 1),
+        "liveness_ms_max_seed": worst_seed,
+        "liveness_over_half_bound": sum(1 for v in vals if v > half),
+    }
+
+
 def run_swarm(seeds: range, faults: bool, *, quiet: bool) -> int:
     t0 = time.perf_counter()
     failures: list[RunResult] = []
     walls: list[float] = []
-    liveness: list[float] = []
+    liveness: list[tuple[float, int]] = []
     for seed in seeds:
         res = run_one(seed, faults)
         walls.append(res.wall_s)
         if res.liveness_ms is not None:
-            liveness.append(res.liveness_ms)
+            liveness.append((res.liveness_ms, seed))
         if not res.ok:
             failures.append(res)
             print(f"FAIL seed {seed} [{res.failure_kind}] {res.failure}", flush=True)
@@ -115,11 +140,17 @@ def run_swarm(seeds: range, faults: bool, *, quiet: bool) -> int:
         "wall_s_per_seed_mean": round(sum(walls) / n, 4),
         "wall_s_per_seed_p50": round(walls[n // 2], 4),
         "wall_s_per_seed_max": round(walls[-1], 4),
-        "liveness_ms_max": round(max(liveness), 1) if liveness else None,
+        "liveness_ms_max": round(max(liveness)[0], 1) if liveness else None,
+        **recovery_summary(liveness),
     }
     print(f"summary: {n} runs, {len(failures)} failed, {elapsed:.1f}s wall "
           f"(mean {summary['wall_s_per_seed_mean']:.3f}s, max "
           f"{summary['wall_s_per_seed_max']:.3f}s per seed)")
+    if liveness:
+        print(f"recovery after heal (ms): p50 {summary['liveness_ms_p50']:.0f}, p90 "
+              f"{summary['liveness_ms_p90']:.0f}, p99 {summary['liveness_ms_p99']:.0f}, max "
+              f"{summary['liveness_ms_max']:.0f} (seed {summary['liveness_ms_max_seed']}); "
+              f"{summary['liveness_over_half_bound']} runs over half the bound")
     if failures:
         print("failing seeds: " + " ".join(str(r.seed) for r in failures))
     print("RESULT " + json.dumps(summary))

@@ -15,7 +15,16 @@ from .network import REGIONS
 
 #: Bump whenever a change to the generators makes old seeds mean different runs; the
 #: regression list records the version its seeds were found with.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
+
+#: Share of seeds (with faults) that run the "figure8" profile, see SimConfig.generate.
+FIGURE8_SHARE = 0.15
+#: Placements of the figure8 profile: RTTs of 64-138 ms, long against its churn delays
+#: (a new leader's appends are still in flight when it is cut off) and well below its
+#: 250 ms election timeout.
+FIGURE8_REGIONS: tuple[tuple[str, ...], ...] = (
+    ("us-east", "us-west"), ("us-east", "eu-west"), ("us-east", "us-west", "eu-west"),
+)
 
 FAULT_KINDS: tuple[str, ...] = (
     "partition", "crash", "crash_leader", "power_loss", "pause", "clog", "member", "transfer",
@@ -61,6 +70,12 @@ class SimConfig:
     fault_kinds: tuple[str, ...] = ()
     #: Coalesce each driver turn's client writes into one propose_batch.
     batch_proposals: bool = False
+    #: Fault profile: "mixed" (the drawn fault kinds only) or "figure8" (also leader churn).
+    profile: str = "mixed"
+    #: Leader churn (0 = none): new leaders are cut off with a minority, crashed, or
+    #: crashed inside their next fsync, mostly within this many ms of their election;
+    #: every this many ms crashed members restart until a majority is up.
+    leader_churn_ms: float = 0.0
 
     @classmethod
     def generate(cls, seed: int, *, faults: bool = True) -> SimConfig:
@@ -90,7 +105,43 @@ class SimConfig:
         c.lease_drift_ticks = lease_drift_ticks_for(c.election_tick, c.drift_max)
         # New draws go last so older fields keep their values for a given seed.
         c.batch_proposals = rng.random() < 0.5
+        if faults and rng.random() < FIGURE8_SHARE:
+            c.use_figure8_profile(rng)
         return c
+
+    def use_figure8_profile(self, rng: random.Random) -> None:
+        """Make the Raft paper's Figure 8 schedule likely (§5.4.2): a leader that was
+        deposed with entries only a minority holds is elected again, replicates those
+        old-term entries to a majority, and is cut off before an entry of its own term
+        reaches a majority; the next leader then overwrites them. A leader that commits
+        by counting replicas of an old-term entry loses a committed entry there.
+
+        It is rare in the mixed profile because a new leader's empty entry normally
+        travels in the same append as the old entries, so one acknowledgement covers
+        both. Here every append carries one entry and one append is in flight per
+        follower (the old entries are acknowledged one round trip at a time), five
+        voters give more minorities to be deposed in, the clients write often (the
+        leaders' logs grow suffixes the others lack), and the nemesis churns leaders
+        (``leader_churn_ms``, run.Simulation._on_new_leader): half of the new leaders
+        are cut off before their first appends leave, the others within a few round
+        trips, or crashed, or crashed inside their next fsync, and most leaders are cut
+        off the moment their commit index first moves in their term. Other fault kinds
+        are off: they mostly keep the cluster leaderless and add no Figure 8 steps.
+        """
+        self.profile = "figure8"
+        self.n_voters = 5
+        self.max_size_per_msg = 1
+        self.max_inflight_msgs = 1
+        self.write_fraction = 0.7
+        self.think_ms_max = 20.0
+        # Short ticks between near regions: many more elections fit in the safety
+        # phase (the timeouts keep their ratios to each other and to the RTTs).
+        self.regions = rng.choice(FIGURE8_REGIONS)
+        self.tick_ms = 25.0
+        self.safety_ms = 20_000.0
+        self.heartbeat_tick = 2
+        self.leader_churn_ms = rng.choice((40.0, 80.0, 160.0))
+        self.fault_kinds = ()
 
     def summary(self) -> dict:
         return asdict(self)

@@ -355,7 +355,7 @@ class SimNode:
         rn = self.rawnode
         if rn.role == StateRole.LEADER:
             self.sim.checker.on_leader(self.id, rn.term)
-            self.sim.note_leader(self.id, rn.term)
+            self.sim.note_leader(self.id, rn.term, rn.raft.raft_log.committed)
         else:
             self.sim.checker.on_not_leader(self.id)
 

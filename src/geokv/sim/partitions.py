@@ -10,7 +10,7 @@ import random
 Links = set[tuple[int, int]]
 
 
-def _cut(a: list[int], b: list[int], *, both_ways: bool = True) -> Links:
+def cut(a: list[int], b: list[int], *, both_ways: bool = True) -> Links:
     links = {(x, y) for x in a for y in b}
     if both_ways:
         links |= {(y, x) for x in a for y in b}
@@ -26,12 +26,12 @@ def _split(nodes: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
 
 def symmetric(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
     a, b = _split(nodes, rng)
-    return _cut(a, b), f"symmetric {a} | {b}"
+    return cut(a, b), f"symmetric {a} | {b}"
 
 
 def asymmetric(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
     a, b = _split(nodes, rng)
-    return _cut(a, b, both_ways=False), f"asymmetric {a} -/-> {b} (replies flow back)"
+    return cut(a, b, both_ways=False), f"asymmetric {a} -/-> {b} (replies flow back)"
 
 
 def isolate_one(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
@@ -39,7 +39,7 @@ def isolate_one(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
 
 
 def isolate_node(nodes: list[int], x: int) -> tuple[Links, str]:
-    return _cut([x], [n for n in nodes if n != x]), f"isolate {x}"
+    return cut([x], [n for n in nodes if n != x]), f"isolate {x}"
 
 
 def majorities_ring(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
@@ -65,7 +65,7 @@ def bridge(nodes: list[int], rng: random.Random) -> tuple[Links, str]:
         return symmetric(nodes, rng)
     k = rng.randint(1, len(shuffled) - 1)
     a, b = sorted(shuffled[:k]), sorted(shuffled[k:])
-    return _cut(a, b), f"bridge {a} <-{mid}-> {b}"
+    return cut(a, b), f"bridge {a} <-{mid}-> {b}"
 
 
 SHAPES = {

@@ -33,6 +33,14 @@ TRACE_LINES_MAX = 300
 CLIENT_OPS_MAX = 4000
 #: Interval at which the liveness phase retries its probe write.
 PROBE_RETRY_MS = 1000.0
+#: Leader churn ("figure8" profile; see Simulation._on_new_leader): share of new leaders
+#: cut off at once (before their first appends leave), share given 8x longer before
+#: they are churned, share cut off when their commit index first moves in their term,
+#: and how long a churned leader stays cut off or down (election timeouts, uniform).
+CHURN_AT_ONCE = 0.5
+CHURN_LONGER_TERM = 0.2
+CHURN_AT_FIRST_COMMIT = 0.8
+CHURN_DOWN_ELECTIONS = (1.0, 6.0)
 
 
 class LivenessFailure(Exception):
@@ -81,6 +89,8 @@ class Simulation:
         self.next_op_id = 1
         self.phase = "safety"
         self.leader_seen: dict[int, int] = {}          # term -> leader (for the trace)
+        #: term -> its leader's commit index when elected (-1 once it advanced).
+        self.leader_first_commit: dict[int, int] = {}
         self.conf_index_max = 0
         self.members_ever: set[int] = set()
         self.partition_epoch = 0
@@ -130,10 +140,18 @@ class Simulation:
             return
         node.on_payload(frm, payload)
 
-    def note_leader(self, nid: int, term: int) -> None:
-        if self.leader_seen.get(term) is None:
+    def note_leader(self, nid: int, term: int, commit: int) -> None:
+        """Called in ``nid``'s driver turn while it leads ``term``, before it sends the
+        turn's messages; ``commit`` is its commit index now."""
+        first = self.leader_first_commit.get(term)
+        if first is None:
             self.leader_seen[term] = nid
+            self.leader_first_commit[term] = commit
             self.trace(f"n{nid} became leader of term {term}")
+            self._on_new_leader(nid, term)
+        elif first >= 0 and commit > first:
+            self.leader_first_commit[term] = -1
+            self._on_leader_first_commit(nid, term)
 
     def leader(self) -> SimNode | None:
         best = None
@@ -292,6 +310,96 @@ class Simulation:
             kind = rng.choice(cfg.fault_kinds)
             duration = rng.uniform(100.0, 3500.0)
             self.sched.at(t, self._inject, kind, duration)
+
+    def _plan_churn(self) -> None:
+        if self.cfg.faults and self.cfg.leader_churn_ms > 0:
+            self.sched.at(300.0, self._churn_tick)
+
+    def _churn_tick(self) -> None:
+        """Leader churn keeps a majority up (it must depose leaders, not stop the
+        cluster for good); the cut-offs themselves follow elections (_on_new_leader)."""
+        if self.phase != "safety":
+            return
+        self._keep_majority_up()
+        self.sched.after(self.cfg.leader_churn_ms, self._churn_tick)
+
+    def _on_new_leader(self, nid: int, term: int) -> None:
+        cfg = self.cfg
+        if (cfg.leader_churn_ms <= 0 or not cfg.faults or self.phase != "safety"
+                or self.sched.now_ms >= cfg.safety_ms - 300.0):
+            return
+        rng = self.rng_nemesis
+        # Half are cut off at once, before their empty entry leaves (this is called in
+        # the node's driver turn before it sends that Ready, and a partition drops
+        # messages at send time): their log keeps a suffix of their term that nobody
+        # else has (Figure 8's S1 in (b), S5 in (c)). The others go a few round trips
+        # into their term, while they replicate their predecessors' entries (one per
+        # append in the figure8 profile) and their own empty entry; now and then one
+        # leads longer and its clients commit more.
+        u = rng.random()
+        if u < CHURN_AT_ONCE:
+            self._churn(nid, term, cut_only=True)
+            return
+        span = cfg.leader_churn_ms * (8.0 if u > 1.0 - CHURN_LONGER_TERM else 1.0)
+        self.sched.after(rng.uniform(0.0, span), self._churn, nid, term)
+
+    def _on_leader_first_commit(self, nid: int, term: int) -> None:
+        """A leader advanced its commit index for the first time in its term (what a
+        nemesis watching the leader's metrics sees): cutting it off now, before the
+        appends that carry the new commit index leave, is the last step of Figure 8."""
+        cfg = self.cfg
+        if (cfg.leader_churn_ms <= 0 or not cfg.faults or self.phase != "safety"
+                or self.sched.now_ms >= cfg.safety_ms - 300.0):
+            return
+        if self.rng_nemesis.random() < CHURN_AT_FIRST_COMMIT:
+            self._churn(nid, term, cut_only=True)
+
+    def _churn(self, nid: int, term: int, cut_only: bool = False) -> None:
+        """Cut off or crash ``nid`` if it still leads ``term`` (``cut_only``: inside the
+        node's driver turn, where only the network may change)."""
+        if self.phase != "safety":
+            return
+        leader = self.nodes.get(nid)
+        if (leader is None or leader.status != RUNNING
+                or leader.rawnode.role != StateRole.LEADER or leader.rawnode.term != term):
+            return
+        rng = self.rng_nemesis
+        cfg = self.cfg
+        down_ms = rng.uniform(*CHURN_DOWN_ELECTIONS) * cfg.election_tick * cfg.tick_ms
+        action = 0.0 if cut_only else rng.random()
+        if action < 0.5:
+            # Cut the leader off with at most a minority while its clients keep writing
+            # to it: a suffix of its term that a majority lacks.
+            nodes = sorted(n.id for n in self.nodes.values() if n.status != STOPPED)
+            others = [n for n in nodes if n != nid]
+            k = rng.randint(0, max(0, (len(nodes) - 1) // 2 - 1))
+            side = sorted([nid] + rng.sample(others, k))
+            rest = [n for n in nodes if n not in side]
+            if not rest:
+                return
+            self.net.set_blocked(partitions.cut(side, rest))
+            self.partition_epoch += 1
+            self.fault(f"churn: partition {side} (leader n{nid} of term {term}) | {rest} "
+                       f"for {down_ms:.0f}ms")
+            self.sched.after(down_ms, self._heal_partition, self.partition_epoch)
+        elif action < 0.75:
+            # Right after an append: its messages are out, the fsync is in progress.
+            leader.crash_on_fsync = down_ms
+            self.fault(f"churn: arm crash of leader n{nid} of term {term} during its next fsync")
+        else:
+            self._crash(leader, down_ms, f"churn (leader of term {term}): ")
+
+    def _keep_majority_up(self) -> None:
+        """Restart crashed members until a majority of the voters is up (the churn
+        must depose leaders, not stop the cluster for good)."""
+        voters = next((n.conf_state.voters for n in self.nodes.values() if n.up),
+                      tuple(self.nodes))
+        down = sorted(n.id for n in self.nodes.values() if n.status == CRASHED and not n.removed)
+        up = sum(1 for v in voters if v in self.nodes and self.nodes[v].up)
+        rng = self.rng_nemesis
+        while down and up <= len(voters) // 2:
+            self._restart(down.pop(rng.randrange(len(down))))
+            up += 1
 
     def _inject(self, kind: str, duration_ms: float) -> None:
         if self.phase != "safety":
@@ -480,6 +588,7 @@ class Simulation:
         res = RunResult(seed=cfg.seed, ok=True, config=cfg.summary())
         try:
             self._plan_faults()
+            self._plan_churn()
             self._start_clients()
             self.sched.run_until(cfg.safety_ms)
             self._heal_everything()
