@@ -41,6 +41,12 @@ class EdgeTestService:
     def __init__(self) -> None:
         self.cancelled: list[str] = []
         self.finished: list[str] = []
+        self.unwound: dict[str, str] = {}  # Unwind tag -> the exception its finally saw
+        self.gates: dict[str, asyncio.Event] = {}  # Gated tag -> opened by the test
+
+    def open_gate(self, loop: asyncio.AbstractEventLoop, tag: str) -> None:
+        """From the test's thread: let the Gated call ``tag`` start reading."""
+        loop.call_soon_threadsafe(lambda: self.gates.setdefault(tag, asyncio.Event()).set())
 
     async def Echo(self, request: bytes, context) -> bytes:
         return request
@@ -99,6 +105,32 @@ class EdgeTestService:
         await asyncio.sleep(30)
         return b""
 
+    async def Unwind(self, request: bytes, context) -> bytes:
+        """Waits; its finally records how it was ended (CancelledError, GeneratorExit)."""
+        seen = "none"
+        try:
+            await asyncio.sleep(30)
+        except BaseException as exc:
+            seen = type(exc).__name__
+            raise
+        finally:
+            self.unwound[request.decode()] = seen
+        return request
+
+    async def Unwound(self, request: bytes, context) -> bytes:
+        """What the finally of Unwind call ``request`` saw ("not yet" if it has not run)."""
+        return self.unwound.get(request.decode(), "not yet").encode()
+
+    async def Gated(self, request_iterator, context) -> bytes:
+        """Reads nothing until the test opens the gate named by metadata x-gate; then
+        returns the total length of the request messages."""
+        tag = dict(context.invocation_metadata()).get("x-gate", "")
+        await self.gates.setdefault(tag, asyncio.Event()).wait()
+        total = 0
+        async for req in request_iterator:
+            total += len(req)
+        return str(total).encode()
+
     async def Sum(self, request_iterator, context) -> bytes:
         total = 0
         async for req in request_iterator:
@@ -115,6 +147,8 @@ def _handlers(svc: EdgeTestService) -> grpc.GenericRpcHandler:
         "BidiEcho": grpc.stream_stream_rpc_method_handler(svc.BidiEcho, _ident, _ident),
         "Sum": grpc.stream_unary_rpc_method_handler(svc.Sum, _ident, _ident),
         "Hold": grpc.stream_unary_rpc_method_handler(svc.Hold, _ident, _ident),
+        "Gated": grpc.stream_unary_rpc_method_handler(svc.Gated, _ident, _ident),
+        "Unwind": u(svc.Unwind), "Unwound": u(svc.Unwound),
     })
 
 

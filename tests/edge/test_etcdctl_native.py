@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import time
 
+import grpc
+import grpc.aio
+import pytest
+
 from .conftest import ETCDCTL, etcdctl
+from geokv.edge.client import NativeChannel
+from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
 
 
 def _ep(m) -> str:
@@ -155,3 +162,43 @@ def test_compaction_error_text(native_member):
     etcdctl(ep, "compaction", str(rev))
     cp = etcdctl(ep, "get", "c", f"--rev={rev - 1}", check=False)
     assert cp.returncode != 0 and "required revision has been compacted" in cp.stderr
+
+
+def test_watch_create_request_larger_than_the_stream_window(native_member):
+    """A 1.4 MiB WatchCreateRequest (more than the edge's 1 MiB stream window, within
+    the message bound) is created, on grpcio and on the native channel; one over the
+    bound gets the message-size error instead of hanging."""
+    ep = _ep(native_member)
+    big = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w" * (1400 * 1024)))
+    huge = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w" * (3 << 20)))
+
+    def first_response(reqs):
+        with grpc.insecure_channel(ep) as ch:
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(iter(reqs), timeout=20)
+            try:
+                return next(call)
+            finally:
+                call.cancel()
+
+    assert first_response([big]).created
+    with pytest.raises(grpc.RpcError) as ei:
+        first_response([huge])
+    assert ei.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in ei.value.details()
+
+    async def native() -> None:
+        ch = NativeChannel(ep, max_send_message_bytes=8 << 20)
+        try:
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=20)
+            await call.write(big)
+            assert (await call.read()).created
+            call.cancel()
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=20)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:  # at the write or the read
+                await call.write(huge)
+                await call.read()
+            assert ei.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            await ch.close()
+
+    asyncio.run(asyncio.wait_for(native(), 45))

@@ -4,6 +4,18 @@ of H2Connection that runs handlers and sends responses within the flow-control w
 A handler of a unary call first runs inline (``coro.send(None)``); only if it suspends
 is a Task made to continue it (``rpc.Resume``), so calls that complete at once cost no
 Task, no timer and no extra loop iteration.
+
+Cancellation is deterministic: a call that ends (client reset, deadline, connection
+lost, server stop) before its Task has taken its first step has its handler closed at
+that moment (a suspended inline handler gets CancelledError thrown in, so its ``except``
+and ``finally`` run before the next frame is handled); a started Task is cancelled.
+
+Request flow control (RFC 9113 6.9): a request stream's window is credited as its bytes
+are buffered, while the stream holds at most one window (``STREAM_WINDOW_BYTES``) of
+unread bytes, or while no whole message is unread (so a single message larger than the
+window, up to the receive message bound, always completes); beyond that the credit is
+withheld until the handler reads. So one stream buffers at most
+max(STREAM_WINDOW_BYTES, max message + 5) + STREAM_WINDOW_BYTES bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ STREAM_WINDOW_BYTES = 1 << 20             # SETTINGS_INITIAL_WINDOW_SIZE we adve
 WINDOW_REFILL_FRACTION = 4                # grant back once 1/4 of a window is consumed
 STREAM_WRITE_BUFFER_BYTES_MAX = 1 << 20   # queued response bytes before write() waits
 STREAM_REQUEST_MESSAGES_MAX = 4096        # queued unread messages of a request stream
+STREAM_CREDIT_MESSAGES_MAX = 1024         # unread messages beyond which the window is withheld
 
 _STREAM_REFILL = STREAM_WINDOW_BYTES // WINDOW_REFILL_FRACTION
 _HDR_PACK = f.FRAME_HEADER.pack
@@ -43,7 +56,8 @@ class Stream:
     __slots__ = ("conn", "sid", "method", "headers", "ctx", "task", "recv_window", "recv_credit",
                  "send_window", "buf", "req_payload", "msgs", "waiter", "remote_closed", "headers_sent",
                  "finished", "cancelled", "out_pending", "out_offset", "out_bytes", "trailers",
-                 "drain_waiter", "deadline", "timer", "deadline_hit", "done_callbacks", "encoding")
+                 "drain_waiter", "deadline", "timer", "deadline_hit", "done_callbacks", "encoding",
+                 "queued", "withheld", "unstarted")
 
     def __init__(self, conn: Any, sid: int, method: rpc.Method, headers: list) -> None:
         self.conn = conn
@@ -73,6 +87,13 @@ class Stream:
         self.deadline_hit = False
         self.done_callbacks: list = []
         self.encoding: bytes | None = None
+        # request bytes held: ``queued`` of whole unread messages (wire size), ``withheld``
+        # received but not yet credited back to the peer's stream window
+        self.queued = 0
+        self.withheld = 0
+        # (handler, first, context) while ``task`` has not taken its first step: the
+        # handler coroutine and what its inline first step suspended on (None: not started)
+        self.unstarted: tuple | None = None
 
     # --- what rpc.Context calls ----------------------------------------------------------
     async def write_message(self, message: Any) -> None:
@@ -100,8 +121,10 @@ class Stream:
                 await fut
             finally:
                 self.waiter = None
-        payload = self.msgs.popleft()
-        self.conn.credit_stream(self, len(payload) + 5)
+        payload, wire = self.msgs.popleft()
+        self.queued -= wire
+        if self.withheld:
+            self.conn.release_withheld(self)
         return self.method.deserialize(payload)
 
     def peer(self) -> str:
@@ -144,8 +167,7 @@ class CallRunner:
             return
         st.deadline_hit = True
         self.finish_status(st, rpc.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        if st.task is not None:
-            st.task.cancel()
+        self._cancel_handler(st)
 
     def _start_unary(self, st: Stream) -> None:
         if st.deadline is not None and self._deadline_passed(st):
@@ -160,11 +182,14 @@ class CallRunner:
             return
         ctx = st.ctx = rpc.Context(st, st.headers)
         if method.kind == rpc.UNARY_STREAM:
-            st.task = self.loop.create_task(self._run_streaming(st, method.fn(request, ctx)))
+            res = method.fn(request, ctx)
+            st.unstarted = (res, None, None)
+            st.task = self.loop.create_task(self._run_streaming(st, res))
             self._arm_deadline(st)
             return
         coro = method.fn(request, ctx)
         if not self.server.inline_first_step:
+            st.unstarted = (coro, None, None)
             st.task = self.loop.create_task(self._run_unary_rest(st, coro, None))
             self._arm_deadline(st)
             return
@@ -182,10 +207,12 @@ class CallRunner:
         except asyncio.CancelledError:
             self.finish_status(st, rpc.CANCELLED, "Cancelled")
             return
+        st.unstarted = (coro, first, context)
         st.task = self.loop.create_task(self._run_unary_rest(st, coro, first), context=context)
         self._arm_deadline(st)
 
     async def _run_unary_rest(self, st: Stream, coro: Any, first: Any) -> None:
+        st.unstarted = None
         try:
             response = await (coro if first is None else rpc.Resume(coro, first))
         except asyncio.CancelledError:
@@ -200,10 +227,13 @@ class CallRunner:
         if st.deadline is not None and self._deadline_passed(st):
             return
         ctx = st.ctx = rpc.Context(st, st.headers)
-        st.task = self.loop.create_task(self._run_streaming(st, st.method.fn(rpc.RequestIterator(st), ctx)))
+        res = st.method.fn(rpc.RequestIterator(st), ctx)
+        st.unstarted = (res, None, None)
+        st.task = self.loop.create_task(self._run_streaming(st, res))
         self._arm_deadline(st)
 
     async def _run_streaming(self, st: Stream, res: Any) -> None:
+        st.unstarted = None
         agen = None
         try:
             if rpc.is_async_iterable(res):
@@ -227,6 +257,41 @@ class CallRunner:
                     await agen.aclose()
                 except BaseException:  # noqa: BLE001 - the call is over either way
                     pass
+
+    def _cancel_handler(self, st: Stream) -> None:
+        """End the call's handler now. A started Task is cancelled (CancelledError at its
+        current await). A Task that has not run yet would be cancelled before its first
+        step, which never reaches the handler (a suspended inline handler would only be
+        closed when garbage-collected): the handler gets CancelledError here instead."""
+        task = st.task
+        if task is None or task.done():
+            return
+        task.cancel()
+        unstarted = st.unstarted
+        if unstarted is None:
+            return
+        st.unstarted = None
+        handler, first, context = unstarted
+        if first is None:  # never ran: nothing to unwind, only close it (no "never awaited")
+            close = getattr(handler, "close", None)
+            if close is not None and not rpc.is_async_iterable(handler):
+                close()
+            return
+        try:
+            nxt = context.run(handler.throw, asyncio.CancelledError())
+        except (StopIteration, asyncio.CancelledError):
+            return
+        except Exception:  # noqa: BLE001 - the call is over; its outcome is already decided
+            log.debug("edge: %s raised while being cancelled", st.method.path, exc_info=True)
+            return
+        # The handler awaits during its cleanup: a Task finishes it (no further cancel).
+        self.loop.create_task(self._finish_cancelled(st, handler, nxt), context=context)
+
+    async def _finish_cancelled(self, st: Stream, handler: Any, first: Any) -> None:
+        try:
+            await rpc.Resume(handler, first)
+        except BaseException:  # noqa: BLE001 - the call is over either way
+            log.debug("edge: %s ended its cleanup with an error", st.method.path, exc_info=True)
 
     def _on_cancelled(self, st: Stream) -> None:
         if not st.finished:
@@ -362,6 +427,24 @@ class CallRunner:
         elif st.drain_waiter is not None and st.out_bytes <= STREAM_WRITE_BUFFER_BYTES_MAX:
             st.wake()
 
+    def credit_request_bytes(self, st: Stream, n: int) -> None:
+        """``n`` body bytes of a request stream were just buffered (in ``st.buf`` or as
+        messages in ``st.msgs``, counted in ``st.queued``): credit them back to the
+        peer's stream window unless the stream already holds its bound of unread data."""
+        if (st.queued == 0 or st.queued + len(st.buf or b"") <= STREAM_WINDOW_BYTES) and \
+                len(st.msgs) < STREAM_CREDIT_MESSAGES_MAX:
+            withheld, st.withheld = st.withheld, 0
+            self.credit_stream(st, n + withheld)
+        else:
+            st.withheld += n
+
+    def release_withheld(self, st: Stream) -> None:
+        """The handler read a message: give back withheld credit once under the bound."""
+        if (st.queued == 0 or st.queued + len(st.buf or b"") <= STREAM_WINDOW_BYTES) and \
+                len(st.msgs) < STREAM_CREDIT_MESSAGES_MAX:
+            withheld, st.withheld = st.withheld, 0
+            self.credit_stream(st, withheld)
+
     def credit_stream(self, st: Stream, n: int) -> None:
         if st.remote_closed or st.finished:
             return
@@ -413,8 +496,7 @@ class CallRunner:
         if not st.finished:
             st.finished = True
             self._finish_call(st)
-        if st.task is not None and not st.task.done():
-            st.task.cancel()
+        self._cancel_handler(st)
         self.streams.pop(st.sid, None)
         self.blocked.pop(st.sid, None)
         st.out_pending = None

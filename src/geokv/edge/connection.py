@@ -7,9 +7,12 @@ go out in a single ``transport.write``.
 
 Flow control (RFC 9113 6.9): we never send DATA past the peer's connection or stream
 window; queued response bytes wait per stream and go out on WINDOW_UPDATE. The peer
-gets windows back as we consume: unary request bytes at once (the message size bound
-limits them), streaming request messages when the handler reads them, so a client can
-queue at most one stream window of unread requests.
+gets windows back as we take its bytes: the connection window for every DATA frame on
+arrival (whatever becomes of it: padding, a reset or finished stream, a refused call),
+a unary request's stream window on arrival too (the message size bound and the one
+message rule limit what it buffers), a streaming request's as its bytes are buffered
+while the stream holds less than its bound of unread data, and as the handler reads
+beyond that (geokv.edge.calls: ``credit_request_bytes``). Padding is credited at once.
 
 The calls themselves (handlers, responses, stream ends) are in geokv.edge.calls.
 """
@@ -309,10 +312,15 @@ class H2Connection(CallRunner, asyncio.Protocol):
             body = payload
         if st.method.kind < 2:
             self.credit_stream(st, n)  # unary request: the message bound limits buffering
-        elif len(body) != n:
-            self.credit_stream(st, n - len(body))  # padding never reaches the handler
-        if body and not st.finished:
-            self._on_message_bytes(st, body)
+            if body and not st.finished:
+                self._on_message_bytes(st, body)
+        else:
+            if len(body) != n:
+                self.credit_stream(st, n - len(body))  # padding never reaches the handler
+            if body and not st.finished:
+                self._on_message_bytes(st, body)
+                if not st.finished:
+                    self.credit_request_bytes(st, len(body))
         if flags & f.END_STREAM:
             self._on_remote_end(st)
 
@@ -549,6 +557,9 @@ class H2Connection(CallRunner, asyncio.Protocol):
 
     # --- gRPC message framing -------------------------------------------------------------
     def _on_message_bytes(self, st: Stream, body: bytes) -> None:
+        if st.req_payload is not None:  # a unary call already has its message
+            self.finish_status(st, rpc.UNIMPLEMENTED, "more than one request message for a unary call")
+            return
         buf = st.buf
         if buf is None:
             n = len(body)
@@ -572,6 +583,9 @@ class H2Connection(CallRunner, asyncio.Protocol):
             del buf[:5 + mlen]
             self._on_message(st, flag, msg, mlen)
             if st.finished:
+                return
+            if buf and st.req_payload is not None:
+                self.finish_status(st, rpc.UNIMPLEMENTED, "more than one request message for a unary call")
                 return
 
     def _on_message(self, st: Stream, flag: int, msg: bytes, mlen: int) -> None:
@@ -599,7 +613,8 @@ class H2Connection(CallRunner, asyncio.Protocol):
             if len(st.msgs) >= STREAM_REQUEST_MESSAGES_MAX:
                 self.finish_status(st, rpc.RESOURCE_EXHAUSTED, "too many unread request messages")
                 return
-            st.msgs.append(msg)
+            st.msgs.append((msg, mlen + 5))  # the wire size: what the window is credited for
+            st.queued += mlen + 5
             if st.waiter is not None:
                 st.wake()
         elif st.req_payload is not None:
