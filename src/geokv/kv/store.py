@@ -59,7 +59,7 @@ from geokv.kv.compaction import compact_chunk
 from geokv.kv.layout import _PAD, HDR, HDR_BYTES, M32, M64, key_prefix, scan_live, user_key
 from geokv.kv.maintenance import Maintenance
 from geokv.kv.reads import collect_events, kv_from, range_kvs
-from geokv.kv.tables import _ID, LeaseMemberTables
+from geokv.kv.tables import _ID, LeaseMemberTables, alarms_in
 from geokv.kv.types import (
     MAX_KEY_BYTES,
     MAX_TXN_OPS_DEFAULT,
@@ -68,6 +68,7 @@ from geokv.kv.types import (
     Compare,
     DeleteRange,
     DeleteResult,
+    Alarm,
     Event,
     KeyValue,
     LeaseCheckpoint,
@@ -165,6 +166,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         self._point_lock = threading.Lock()
         self._point = None
         self.unclean_reboot = self._mark_open()
+        self._remove_scratch_dirs()  # left by a crash during restore or defragment
         self._open_env()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -192,8 +194,9 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         self._lkeys = env.open_db(b"lease_keys")
         self._member = env.open_db(b"member")
         self._meta = env.open_db(b"meta")
+        self._alarm = env.open_db(b"alarm")
         self._dbs = {b"kv": self._kv, b"log": self._log, b"lease": self._lease, b"lease_keys": self._lkeys,
-                     b"member": self._member, b"meta": self._meta}
+                     b"member": self._member, b"meta": self._meta, b"alarm": self._alarm}
         env.reader_check()  # free reader slots left by crashed processes
         self._load_state()
 
@@ -201,6 +204,9 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         with self.env.begin(db=self._meta) as txn:
             raw = txn.get(_STATE_KEY)
             snap_id = txn.id()
+            alarms = alarms_in(txn, self._alarm)
+        self._alarms_committed = alarms
+        self._alarms_pending = None
         if raw is None:
             # An empty store is at revision 1, as in etcd: the first write makes revision 2.
             self._applied, self._rev, self._crev, self._ctodo, self._data_bytes = 0, 1, 0, 0, 0
@@ -404,6 +410,8 @@ class MVCCStore(LeaseMemberTables, Maintenance):
             # row; any other reader's txn id differs and it reads the row.
             self._snap = (snap_id, self._rev, self._crev)
             self._committed = (self._applied, self._rev, self._crev)
+            if self._alarms_pending is not None:
+                self._alarms_committed, self._alarms_pending = self._alarms_pending, None
         except BaseException:
             self._load_state()
             raise
@@ -696,6 +704,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         LeaseCheckpoint: LeaseMemberTables._apply_lease_checkpoint,
         MemberSet: LeaseMemberTables._apply_member_set,
         MemberRemove: LeaseMemberTables._apply_member_remove,
+        Alarm: LeaseMemberTables._apply_alarm,
         Noop: _apply_noop,
     }
 

@@ -1,10 +1,12 @@
-"""The lease and membership tables of MVCCStore (a mixin; see store.py for the rules).
+"""The lease, membership and alarm tables of MVCCStore (a mixin; see store.py for the rules).
 
 Leases: ``lease`` maps a lease id to (granted ttl, last checkpointed remaining ttl) and
 ``lease_keys`` holds one row per (lease id, key) attached.  Expiry is decided by the
 leader outside the store and arrives as LeaseRevoke.  Members: ``member`` maps a member
-id to the runtime's msgpack record.  None of this bumps the MVCC revision, except the
-key deletions a LeaseRevoke makes.
+id to the runtime's msgpack record.  Alarms: ``alarm`` holds one empty row per active
+(member id, alarm type), as etcd's backend "alarm" bucket does; snapshots carry it, the
+keyspace hash does not (etcd's HashKV covers only the key bucket).  None of this bumps
+the MVCC revision, except the key deletions a LeaseRevoke makes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import msgpack
 from geokv import errors
 from geokv.kv.layout import M64, scan_live
 from geokv.kv.types import (
+    ALARM_ACTION_ACTIVATE,
+    Alarm,
+    AlarmResult,
     LeaseCheckpoint,
     LeaseCheckpointResult,
     LeaseGrant,
@@ -31,6 +36,16 @@ from geokv.kv.types import (
 _LEASE = struct.Struct(">qq")  # granted ttl, remaining ttl (0: none checkpointed)
 _ID = struct.Struct(">q")
 _MEMBER_ID = struct.Struct(">Q")
+_ALARM = struct.Struct(">QI")  # member id, alarm type
+
+ALARMS_MAX = 64
+"""Active alarms the table holds at most (etcd raises two kinds per member); an
+ACTIVATE past it gets InvalidArgument and changes nothing."""
+
+
+def alarms_in(txn, db) -> tuple[tuple[int, int], ...]:
+    """Every (member id, alarm type) row of the alarm table, sorted."""
+    return tuple(_ALARM.unpack(k) for k, _ in txn.cursor(db))
 
 
 class LeaseMemberTables:
@@ -86,7 +101,27 @@ class LeaseMemberTables:
             raise errors.MemberNotFound()
         return MemberResult(self._rev, self._members_in(self._txn))
 
+    def _apply_alarm(self, a: Alarm, index: int) -> AlarmResult:
+        validate_command(a)
+        key = _ALARM.pack(a.member_id, a.alarm)
+        txn = self._txn
+        if a.action == ALARM_ACTION_ACTIVATE:
+            if txn.get(key, db=self._alarm) is not None:
+                return AlarmResult(self._rev, False)
+            if txn.stat(self._alarm)["entries"] >= ALARMS_MAX:
+                raise errors.InvalidArgument(f"etcdserver: too many active alarms (at most {ALARMS_MAX})")
+            txn.put(key, b"", db=self._alarm)
+        elif not txn.delete(key, db=self._alarm):
+            return AlarmResult(self._rev, False)
+        self._alarms_pending = alarms_in(txn, self._alarm)
+        return AlarmResult(self._rev, True)
+
     # --- reads --------------------------------------------------------------------------
+
+    def alarms(self) -> tuple[tuple[int, int], ...]:
+        """The active alarms as of the last commit, (member id, alarm type) sorted; no
+        LMDB access (a cached tuple, republished by every commit that changes it)."""
+        return self._alarms_committed
 
     def leases(self) -> list[tuple[int, int]]:
         """(lease id, granted ttl) of every lease, by id."""

@@ -35,6 +35,13 @@ byte (kv/layout.py), whatever bytes the key holds.  Checked by tests/kv."""
 MAX_LEASE_TTL_S = 9_000_000_000
 """etcd's MaxLeaseTTL: a larger TTL gives LeaseTTLTooLarge."""
 
+# etcd's AlarmRequest.AlarmAction and AlarmType numbers (etcdserverpb).
+ALARM_ACTION_ACTIVATE = 1
+ALARM_ACTION_DEACTIVATE = 2
+ALARM_NOSPACE = 1
+ALARM_CORRUPT = 2
+ALARM_TYPES = frozenset({ALARM_NOSPACE, ALARM_CORRUPT})
+
 
 class EventType(IntEnum):
     PUT = 0
@@ -181,12 +188,23 @@ class MemberRemove:
 
 
 @dataclass(slots=True)
+class Alarm:
+    """Raise (ACTIVATE) or clear (DEACTIVATE) ``alarm`` for ``member_id``: etcd's
+    AlarmRequest as it enters Raft (GET is a read and never does)."""
+
+    action: int  # ALARM_ACTION_ACTIVATE or ALARM_ACTION_DEACTIVATE
+    member_id: int  # unsigned 64-bit, as etcd's memberID
+    alarm: int  # ALARM_NOSPACE or ALARM_CORRUPT
+
+
+@dataclass(slots=True)
 class Noop:
     pass
 
 
 Op = Union[Put, DeleteRange, Range, Txn]
-Command = Union[Put, DeleteRange, Range, Txn, Compact, LeaseGrant, LeaseRevoke, LeaseCheckpoint, MemberSet, MemberRemove, Noop]
+Command = Union[Put, DeleteRange, Range, Txn, Compact, LeaseGrant, LeaseRevoke, LeaseCheckpoint, MemberSet, MemberRemove,
+                Alarm, Noop]
 
 # --- results ------------------------------------------------------------------------------
 # ``revision`` is always the store revision after the command (etcd's header revision).
@@ -250,6 +268,12 @@ class MemberResult:
 
 
 @dataclass(slots=True)
+class AlarmResult:
+    revision: int
+    changed: bool  # the alarm table changed (etcd answers the alarm only then)
+
+
+@dataclass(slots=True)
 class NoopResult:
     revision: int
 
@@ -264,6 +288,7 @@ Result = Union[
     LeaseRevokeResult,
     LeaseCheckpointResult,
     MemberResult,
+    AlarmResult,
     NoopResult,
 ]
 
@@ -287,6 +312,17 @@ def validate_command(cmd: Command, max_txn_ops: int = MAX_TXN_OPS_DEFAULT) -> No
     elif t is LeaseGrant:
         if cmd.ttl > MAX_LEASE_TTL_S:
             raise errors.LeaseTTLTooLarge()
+    elif t is Alarm:
+        _check_alarm(cmd)
+
+
+def _check_alarm(a: Alarm) -> None:
+    if a.action not in (ALARM_ACTION_ACTIVATE, ALARM_ACTION_DEACTIVATE):
+        raise errors.InvalidArgument(f"etcdserver: unknown alarm action {a.action}")
+    if a.alarm not in ALARM_TYPES:
+        raise errors.InvalidArgument(f"etcdserver: unknown alarm type {a.alarm}")
+    if not 0 <= a.member_id < 1 << 64:
+        raise errors.InvalidArgument(f"etcdserver: member id {a.member_id} is not an unsigned 64-bit integer")
 
 
 def _check_range(r: Range) -> None:
@@ -392,10 +428,12 @@ def _check_intervals(ops: list) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
 
 _T_PUT, _T_DEL, _T_RANGE, _T_TXN, _T_COMPACT = 1, 2, 3, 4, 5
 _T_LGRANT, _T_LREVOKE, _T_LCHECK, _T_MSET, _T_MREMOVE, _T_NOOP = 6, 7, 8, 9, 10, 11
+_T_ALARM = 12
 _T_CMP = 20
 _T_KV, _T_EVENT = 30, 31
 _T_RANGE_R, _T_PUT_R, _T_DEL_R, _T_TXN_R, _T_COMPACT_R = 40, 41, 42, 43, 44
 _T_LGRANT_R, _T_LREVOKE_R, _T_LCHECK_R, _T_MEMBER_R, _T_NOOP_R = 45, 46, 47, 48, 49
+_T_ALARM_R = 50
 _T_ERROR = 60
 
 _FLAT = {
@@ -408,6 +446,7 @@ _FLAT = {
     LeaseCheckpoint: _T_LCHECK,
     MemberSet: _T_MSET,
     MemberRemove: _T_MREMOVE,
+    Alarm: _T_ALARM,
     Noop: _T_NOOP,
     Compare: _T_CMP,
     CompactResult: _T_COMPACT_R,
@@ -415,6 +454,7 @@ _FLAT = {
     LeaseRevokeResult: _T_LREVOKE_R,
     LeaseCheckpointResult: _T_LCHECK_R,
     MemberResult: _T_MEMBER_R,
+    AlarmResult: _T_ALARM_R,
     NoopResult: _T_NOOP_R,
 }
 _FLAT_BY_TAG = {tag: cls for cls, tag in _FLAT.items()}
@@ -526,5 +566,6 @@ def decode_result(data: bytes) -> Result | Event | errors.GeoKVError:
 
 
 _COMMAND_TYPES = frozenset(
-    {Put, DeleteRange, Range, Txn, Compact, LeaseGrant, LeaseRevoke, LeaseCheckpoint, MemberSet, MemberRemove, Noop}
+    {Put, DeleteRange, Range, Txn, Compact, LeaseGrant, LeaseRevoke, LeaseCheckpoint, MemberSet, MemberRemove, Alarm,
+     Noop}
 )

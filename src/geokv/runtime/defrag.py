@@ -2,13 +2,12 @@
 
 Defragmentation (``Member.defragment``): LMDB's compacting copy of the environment is
 written in a worker thread (a consistent read snapshot; writes go on meanwhile),
-fsynced, and swapped in only if nothing was applied since the copy began -- in the
-driver, between Readies, as one synchronous step (close, atomic rename of data.mdb,
-directory fsync, reopen), so no reader on the event loop ever sees a half-swapped
-environment and a crash leaves either the old or the new file. Under a steady write
-stream the last attempt copies inside that step (writes wait, as they do in etcd).
-The store is reopened with ``MVCCStore._open_env``, the kv layer's own reopen (its
-``restore`` uses it too); the kv layer has no public "swap in this data file" call.
+fsynced (``MVCCStore.copy_compacted``), and swapped in only if nothing was applied since
+the copy began -- in the driver, between Readies, as one synchronous step
+(``MVCCStore.swap_in``: close, atomic rename of data.mdb, directory fsync, reopen), so
+no reader on the event loop ever sees a half-swapped environment and a crash leaves
+either the old or the new file. Under a steady write stream the last attempt copies
+inside that step (writes wait, as they do in etcd).
 """
 
 from __future__ import annotations
@@ -30,15 +29,6 @@ DEFRAG_ATTEMPTS_MAX = 6
 DEFRAG_ACTION_TIMEOUT_S = 120.0
 """Bound on the wait for the driver to run the swap step."""
 DEFRAG_TMP_PREFIX = ".defrag-"
-
-
-def fsync_path(path: str) -> None:
-    """fsync a file or a directory."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DefragMixin:
@@ -83,8 +73,7 @@ class DefragMixin:
         return {"before_bytes": before, "after_bytes": after}
 
     def _defrag_copy(self, tmp: str) -> None:
-        self.store.env.copy(tmp, compact=True)
-        fsync_path(os.path.join(tmp, "data.mdb"))
+        self.store.copy_compacted(tmp)
 
     async def _defrag_in_driver(self, tmp: str, index: int | None) -> bool:
         """Swap ``tmp``'s copy in from a driver action (between Readies: nothing is being
@@ -114,18 +103,5 @@ class DefragMixin:
             raise errors.Timeout() from None
 
     def _defrag_swap(self, tmp: str) -> None:
-        """Replace data.mdb by the compacted copy: one rename, so a crash leaves one of
-        the two complete files; the copy is fsynced and so is the directory."""
-        store = self.store
-        path = store.path.rstrip("/")
-        drop_reader = getattr(store, "_drop_point_reader", None)
-        if drop_reader is not None:
-            drop_reader()  # the store's cached read txn, as its own swap does
-        store.env.close()
-        os.replace(os.path.join(tmp, "data.mdb"), os.path.join(path, "data.mdb"))
-        fsync_path(path)
-        try:
-            os.unlink(os.path.join(path, "lock.mdb"))  # the reader table of the old file
-        except FileNotFoundError:
-            pass
-        store._open_env()
+        """Replace data.mdb by the compacted copy (crash-safe: see MVCCStore.swap_in)."""
+        self.store.swap_in(tmp)
