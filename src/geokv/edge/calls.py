@@ -427,19 +427,11 @@ class CallRunner:
         elif st.drain_waiter is not None and st.out_bytes <= STREAM_WRITE_BUFFER_BYTES_MAX:
             st.wake()
 
-    def credit_request_bytes(self, st: Stream, n: int) -> None:
-        """``n`` body bytes of a request stream were just buffered (in ``st.buf`` or as
-        messages in ``st.msgs``, counted in ``st.queued``): credit them back to the
-        peer's stream window unless the stream already holds its bound of unread data."""
-        if (st.queued == 0 or st.queued + len(st.buf or b"") <= STREAM_WINDOW_BYTES) and \
-                len(st.msgs) < STREAM_CREDIT_MESSAGES_MAX:
-            withheld, st.withheld = st.withheld, 0
-            self.credit_stream(st, n + withheld)
-        else:
-            st.withheld += n
-
     def release_withheld(self, st: Stream) -> None:
-        """The handler read a message: give back withheld credit once under the bound."""
+        """The handler read a message: give back the credit withheld on arrival (see
+        H2Connection._on_data) once the stream is under its bound again: at most one
+        stream window of unread bytes, or no whole unread message, and fewer than
+        STREAM_CREDIT_MESSAGES_MAX unread messages."""
         if (st.queued == 0 or st.queued + len(st.buf or b"") <= STREAM_WINDOW_BYTES) and \
                 len(st.msgs) < STREAM_CREDIT_MESSAGES_MAX:
             withheld, st.withheld = st.withheld, 0

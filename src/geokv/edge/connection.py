@@ -12,7 +12,7 @@ arrival (whatever becomes of it: padding, a reset or finished stream, a refused 
 a unary request's stream window on arrival too (the message size bound and the one
 message rule limit what it buffers), a streaming request's as its bytes are buffered
 while the stream holds less than its bound of unread data, and as the handler reads
-beyond that (geokv.edge.calls: ``credit_request_bytes``). Padding is credited at once.
+beyond that (``_on_data``; geokv.edge.calls ``release_withheld``). Padding is credited at once.
 
 The calls themselves (handlers, responses, stream ends) are in geokv.edge.calls.
 """
@@ -28,8 +28,8 @@ from typing import Any
 
 from geokv.edge import frames as f
 from geokv.edge import hpack, rpc
-from geokv.edge.calls import (STREAM_REQUEST_MESSAGES_MAX, STREAM_WINDOW_BYTES,  # noqa: F401 - bounds
-                               WINDOW_REFILL_FRACTION, CallRunner, Stream)
+from geokv.edge.calls import (STREAM_CREDIT_MESSAGES_MAX, STREAM_REQUEST_MESSAGES_MAX,  # noqa: F401 - bounds
+                               STREAM_WINDOW_BYTES, WINDOW_REFILL_FRACTION, CallRunner, Stream)
 
 log = logging.getLogger("geokv.edge")
 
@@ -44,6 +44,7 @@ PING_FLOOD_WINDOW_S = 1.0                 # a flood is more than PINGS_PER_WINDO
 PINGS_PER_WINDOW_MAX = 200                # in one window with no HEADERS/DATA between
 
 _CONN_REFILL = CONNECTION_WINDOW_BYTES // WINDOW_REFILL_FRACTION
+_STREAM_REFILL = STREAM_WINDOW_BYTES // WINDOW_REFILL_FRACTION
 _HDR_UNPACK = f.FRAME_HEADER.unpack_from
 _FLAGS_EH_ES = f.END_HEADERS | f.END_STREAM
 
@@ -320,7 +321,21 @@ class H2Connection(CallRunner, asyncio.Protocol):
             if body and not st.finished:
                 self._on_message_bytes(st, body)
                 if not st.finished:
-                    self.credit_request_bytes(st, len(body))
+                    # credit the buffered bytes while under the stream's bound (see
+                    # calls.release_withheld for the same rule when the handler reads)
+                    queued = st.queued
+                    buf = st.buf
+                    if (queued == 0 or queued + (len(buf) if buf else 0) <= STREAM_WINDOW_BYTES) and \
+                            len(st.msgs) < STREAM_CREDIT_MESSAGES_MAX:
+                        credit = st.recv_credit + len(body) + st.withheld
+                        st.withheld = 0
+                        if credit >= _STREAM_REFILL:
+                            self.emit(f.window_update_frame(sid, credit))
+                            st.recv_window += credit
+                            credit = 0
+                        st.recv_credit = credit
+                    else:
+                        st.withheld += len(body)
         if flags & f.END_STREAM:
             self._on_remote_end(st)
 

@@ -234,8 +234,9 @@ class Context:
 
 class RequestIterator:
     """The request stream of a streaming RPC: a bounded async iterator (the stream's
-    flow-control window bounds what the peer can queue; windows are granted as the
-    handler consumes messages)."""
+    flow-control window bounds what the peer can queue: window is credited as bytes are
+    buffered up to the stream's bound, then as the handler consumes messages; see
+    geokv.edge.calls)."""
 
     __slots__ = ("_call",)
 
