@@ -10,7 +10,11 @@ from __future__ import annotations
 import copy
 
 from geokv import errors
+from geokv.kv.tables import ALARMS_MAX
 from geokv.kv.types import (
+    ALARM_ACTION_ACTIVATE,
+    Alarm,
+    AlarmResult,
     Compact,
     CompactResult,
     Compare,
@@ -51,6 +55,7 @@ class Model:
         self.states: dict[int, dict[bytes, KeyValue]] = {1: {}}
         self.log: list[Event] = []
         self.leases: dict[int, list[int]] = {}  # id -> [ttl, remaining]
+        self.alarms: set[tuple[int, int]] = set()  # (member id, alarm type)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -150,6 +155,19 @@ class Model:
             return LeaseCheckpointResult(self.rev), []
         if isinstance(cmd, Noop):
             return NoopResult(self.rev), []
+        if isinstance(cmd, Alarm):
+            item = (cmd.member_id, cmd.alarm)
+            if cmd.action == ALARM_ACTION_ACTIVATE:
+                if item in self.alarms:
+                    return AlarmResult(self.rev, False), []
+                if len(self.alarms) >= ALARMS_MAX:
+                    raise errors.InvalidArgument("too many alarms")
+                self.alarms.add(item)
+                return AlarmResult(self.rev, True), []
+            if item not in self.alarms:
+                return AlarmResult(self.rev, False), []
+            self.alarms.discard(item)
+            return AlarmResult(self.rev, True), []
         w = _Write(self)
         if isinstance(cmd, Put):
             # Outside a txn etcd looks the lease up before anything else.

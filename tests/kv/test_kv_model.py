@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from geokv.kv.store import MVCCStore
 from geokv.kv.types import (
+    Alarm,
     Compact,
     Compare,
     DeleteRange,
@@ -99,6 +100,13 @@ commands = st.one_of(
     st.builds(LeaseRevoke, id=st.sampled_from([7, 8, 8, 9])),
     st.builds(LeaseCheckpoint, id=st.sampled_from([7, 9]), remaining_ttl=st.integers(0, 50)),
     st.just(Noop()),
+    alarms := st.builds(
+        Alarm,
+        action=st.sampled_from([1, 1, 2, 2, 0, 3]),  # 0 (GET) and 3 are refused
+        member_id=st.sampled_from([1, 2, 2, (1 << 64) - 1, -1]),  # -1 is refused
+        alarm=st.sampled_from([1, 1, 2, 0, 3]),  # NONE and 3 are refused
+    ),
+    alarms,
 )
 
 
@@ -165,6 +173,7 @@ def test_store_matches_model(cmds, batch, reads, event_starts, chunk):
                 got = e
             assert same(got, want), (start, got, want)
         assert store.leases() == sorted((i, v[0]) for i, v in model.leases.items())
+        assert store.alarms() == tuple(sorted(model.alarms))
         for lid in model.leases:
             want_keys = sorted(k for k, kv in model.states[model.rev].items() if kv.lease == lid)
             assert store.lease_keys(lid) == want_keys
@@ -176,6 +185,7 @@ def test_store_matches_model(cmds, batch, reads, event_starts, chunk):
             other = MVCCStore.from_snapshot(d2, io.BytesIO(buf.getvalue()), **opts)
             assert other.hash_kv() == store.hash_kv()
             assert other.applied_index == store.applied_index == index
+            assert other.alarms() == store.alarms()
             for r in reads:
                 read_both(other, model, r)
             other.close()
