@@ -16,6 +16,10 @@ LOCK_FILE = "lock.mdb"
 RESTORE_SUFFIX = ".restore"
 DEFRAG_SUFFIX = ".defrag"
 
+swap_step_hook = None
+"""Tests only: called with the name of each step of ``MVCCStore.swap_in`` as it
+completes (the crash tests kill the process there)."""
+
 
 def _fsync_path(path: str) -> None:
     """fsync a file or a directory."""
@@ -125,14 +129,10 @@ class Maintenance:
         self._open_env()
         self._swap_step("reopened")
 
-    _swap_hook = None
-    """Tests only: called with the name of each step of ``swap_in`` as it completes
-    (crash tests kill the process there)."""
-
-    def _swap_step(self, name: str) -> None:
-        hook = self._swap_hook
-        if hook is not None:
-            hook(name)
+    @staticmethod
+    def _swap_step(name: str) -> None:
+        if swap_step_hook is not None:
+            swap_step_hook(name)
 
     def _scratch_dir(self, suffix: str) -> str:
         """An empty sibling directory of the store (same filesystem, so its data file can
