@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 import grpc
 import grpc.aio
@@ -268,5 +269,33 @@ def test_a_stream_reset_before_its_handler_ran_leaves_nothing_behind(edge):
                + f.frame(f.DATA, f.END_STREAM, 5, grpc_message(b"ok")))
         assert response(c, 5) == (b"ok", {"grpc-status": "0"})
         assert wait_until(lambda: edge.stats()["open_rpcs"] <= before and edge.stats()["streams"] == 0)
+    finally:
+        c.close()
+
+
+def test_compressed_request_messages_are_credited_by_their_wire_size(edge):
+    """gzip messages that inflate 1000x: the window comes back for the bytes sent, not
+    for the decompressed size (which would let a client queue unbounded data)."""
+    import gzip
+
+    c = RawH2(edge.port)
+    try:
+        edge.service.open_gate(edge.loop, "gz")
+        c.send_frame(f.HEADERS, f.END_HEADERS, 1, request_headers(
+            "/test.Edge/Gated", [(b"x-gate", b"gz"), (b"grpc-encoding", b"gzip")]))
+        wire = grpc_message(gzip.compress(b"\x00" * 100_000), compressed=1)
+        count = 2000  # ~260 KB on the wire (more than one refill), 200 MB inflated
+        c.send(f.frame(f.DATA, 0, 1, wire) * count)
+        sent = count * len(wire)
+        assert sent > REFILL
+        credited = []
+        assert wait_until(lambda: credited.append(sync_updates(c, 1)) or sum(credited) >= sent - REFILL, 5.0)
+        time.sleep(0.2)  # the handler reads the rest meanwhile
+        credited.append(sync_updates(c, 1))
+        assert sum(credited) <= sent
+        c.send_frame(f.DATA, f.END_STREAM, 1, b"")
+        body, trailers = response(c, 1)
+        assert trailers["grpc-status"] == "0"
+        assert body == str(count * 100_000).encode()
     finally:
         c.close()
