@@ -6,9 +6,10 @@
    CPU microseconds per call far from the quota (a cached file size) and near it (one
    LMDB call per write), against a plain method call and one ``MVCCStore.get`` point
    read (reference: what a write already costs on the read side).
-2. Alarm observer (``AlarmMixin._observe_alarm_entries``), run on every applied batch:
-   CPU microseconds per entry of typical Raft entries (256 B keys, 1 KiB values),
-   against ``msgpack.unpackb`` of the same entries (the apply path decodes each anyway).
+2. Alarm commands applied by ``MVCCStore.apply_batch`` (alternating ACTIVATE and
+   DEACTIVATE, each changing the alarm table): CPU microseconds per entry, against
+   ``Noop`` entries applied the same way (the cheapest command). Alarms cost nothing on
+   other entries: there is no per-batch alarm observer any more.
 3. Defragment of a single-member store holding M MiB of deleted+compacted data plus live
    keys: wall and CPU seconds of ``Member.defragment`` (copy in a thread, swap in the
    driver) against a raw ``lmdb.Environment.copy(compact=True)`` of the same file plus
@@ -29,11 +30,9 @@ import sys
 import tempfile
 import time
 
-import msgpack
 
 from geokv.kv.store import MVCCStore
-from geokv.kv.types import Compact, DeleteRange, Put, encode_command
-from geokv.raft.types import Entry
+from geokv.kv.types import ALARM_NOSPACE, Alarm, Compact, DeleteRange, Noop, Put
 from geokv.runtime.member import Member
 from geokv.testing.inproc import InProcCluster, member_configs
 
@@ -79,33 +78,31 @@ def bench_gate(base: str) -> dict:
         m.store.close()
 
 
-def bench_observer(base: str) -> dict:
-    cfg = member_configs(1, base)[0]
-    m = Member(cfg)
-    ents = []
-    for i in range(OBSERVER_BATCH):
-        payload = encode_command(Put(b"%0256d" % i, b"v" * VALUE_BYTES))
-        ents.append(Entry(term=1, index=i + 1, data=msgpack.packb([1, i, payload], use_bin_type=True)))
-    m._alarm_loaded = True  # no alarm file for this throwaway member
-    m.store = MVCCStore(os.path.join(base, "obs-db"), quota_bytes=cfg.quota_backend_bytes)
-    obs = m._observe_alarm_entries
+def bench_alarm_apply(base: str) -> dict:
+    store = MVCCStore(os.path.join(base, "alarm-db"))
+    index = 0
 
-    def observe_round():
-        m._alarm_seen = -1
-        obs(ents)
+    def batch_of(make):
+        nonlocal index
+        items = []
+        for i in range(OBSERVER_BATCH):
+            index += 1
+            items.append((index, make(i)))
+        return items
 
-    def unpack_round():
-        for e in ents:
-            msgpack.unpackb(e.data, raw=False)
+    def alarm_round():
+        store.apply_batch(batch_of(lambda i: Alarm(1 + i % 2, 7, ALARM_NOSPACE)))
 
-    n = OBSERVER_ROUNDS
+    def noop_round():
+        store.apply_batch(batch_of(lambda i: Noop()))
+
     try:
-        o_cpu, o_wall = cpu_us_per(observe_round, n)
-        u_cpu, u_wall = cpu_us_per(unpack_round, n)
+        a_cpu, a_wall = cpu_us_per(alarm_round, OBSERVER_ROUNDS)
+        n_cpu, n_wall = cpu_us_per(noop_round, OBSERVER_ROUNDS)
     finally:
-        m.store.close()
-    return {"observer_cpu_us_per_entry": (o_cpu / OBSERVER_BATCH, o_wall / OBSERVER_BATCH),
-            "unpack_cpu_us_per_entry": (u_cpu / OBSERVER_BATCH, u_wall / OBSERVER_BATCH)}
+        store.close()
+    return {"alarm_apply_cpu_us_per_entry": (a_cpu / OBSERVER_BATCH, a_wall / OBSERVER_BATCH),
+            "noop_apply_cpu_us_per_entry": (n_cpu / OBSERVER_BATCH, n_wall / OBSERVER_BATCH)}
 
 
 async def bench_defrag(base: str, mib: int, live_keys: int) -> dict:
@@ -153,7 +150,7 @@ def main() -> int:
     try:
         load = os.getloadavg()
         gate = bench_gate(os.path.join(base, "g"))
-        obs = bench_observer(os.path.join(base, "o"))
+        obs = bench_alarm_apply(os.path.join(base, "o"))
         dfr = asyncio.run(bench_defrag(os.path.join(base, "d"), args.mib, args.live_keys))
         load_after = os.getloadavg()
     finally:
@@ -163,8 +160,8 @@ def main() -> int:
         ("quota gate, near quota (LMDB call)", *gate["gate_near_cpu_us"], "us/call"),
         ("  ref: plain method call", *gate["method_call_cpu_us"], "us/call"),
         ("  ref: MVCCStore.get point read", *gate["store_get_cpu_us"], "us/call"),
-        ("alarm observer", *obs["observer_cpu_us_per_entry"], "us/entry"),
-        ("  ref: msgpack.unpackb of the entry", *obs["unpack_cpu_us_per_entry"], "us/entry"),
+        ("apply Alarm (activate/deactivate)", *obs["alarm_apply_cpu_us_per_entry"], "us/entry"),
+        ("  ref: apply Noop", *obs["noop_apply_cpu_us_per_entry"], "us/entry"),
         ("defragment (copy+swap)", dfr["defrag_s"][0], dfr["defrag_s"][1], "s"),
         ("  ref: lmdb env.copy(compact=True)+fsync", dfr["lmdb_copy_s"][0], dfr["lmdb_copy_s"][1], "s"),
     ]
@@ -177,7 +174,7 @@ def main() -> int:
           f"{dfr['defrag_copies_stale']}, copies in the driver {dfr['defrag_copies_in_driver']}")
     result = {"load_avg": [round(load[0], 2), round(load_after[0], 2)], **gate, **obs, **dfr,
               "gate_far_over_get": gate["gate_far_cpu_us"][0] / gate["store_get_cpu_us"][0],
-              "observer_over_unpack": obs["observer_cpu_us_per_entry"][0] / obs["unpack_cpu_us_per_entry"][0],
+              "alarm_over_noop": obs["alarm_apply_cpu_us_per_entry"][0] / obs["noop_apply_cpu_us_per_entry"][0],
               "defrag_over_lmdb_copy_wall": dfr["defrag_s"][1] / max(dfr["lmdb_copy_s"][1], 1e-9)}
     print("RESULT " + json.dumps(result))
     return 0
