@@ -114,6 +114,8 @@ class EdgeTestService:
             seen = type(exc).__name__
             raise
         finally:
+            if request.startswith(b"slow-"):  # cleanup that awaits (after the cancellation)
+                await asyncio.sleep(0.01)
             self.unwound[request.decode()] = seen
         return request
 

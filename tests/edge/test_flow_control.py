@@ -255,6 +255,25 @@ def test_a_reset_reaches_a_suspended_handler_before_the_next_call(edge, separate
         c.close()
 
 
+def test_a_reset_handler_whose_cleanup_awaits_still_finishes_it(edge):
+    c = RawH2(edge.port)
+    try:
+        c.send(f.frame(f.HEADERS, f.END_HEADERS, 1, request_headers("/test.Edge/Unwind"))
+               + f.frame(f.DATA, f.END_STREAM, 1, grpc_message(b"slow-1"))
+               + f.frame(f.RST_STREAM, 0, 1, U32.pack(f.CANCEL)))
+
+        def unwound() -> bytes:
+            sid = unwound.sid = getattr(unwound, "sid", 1) + 2
+            c.send(f.frame(f.HEADERS, f.END_HEADERS, sid, request_headers("/test.Edge/Unwound"))
+                   + f.frame(f.DATA, f.END_STREAM, sid, grpc_message(b"slow-1")))
+            return response(c, sid)[0]
+
+        assert wait_until(lambda: unwound() == b"CancelledError", 5.0)
+        assert wait_until(lambda: edge.stats()["streams"] == 0)
+    finally:
+        c.close()
+
+
 def test_a_stream_reset_before_its_handler_ran_leaves_nothing_behind(edge):
     c = RawH2(edge.port)
     try:
