@@ -11,7 +11,13 @@ The driver is ONE asyncio task that owns the RawNode; nothing else touches it. E
      that needs no fsync (only the commit index moved) is buffered with no thread hop;
   4. send ``persisted_messages``;
   5. apply committed entries in one ``MVCCStore.apply_batch`` (one LMDB txn), apply conf
-     changes, resolve waiting requests, publish events to the watch hub;
+     changes, resolve waiting requests, publish events to the watch hub. A batch whose
+     apply may be long (a range delete, a lease revoke, a compaction, or
+     ``BIG_APPLY_ENTRIES_MIN`` entries; see ``_is_big_apply``) runs ``apply_batch`` in the
+     member's ONE apply thread while the driver keeps ticking, stepping and persisting;
+     later committed batches queue behind it (log order), and everything after the
+     store call (futures, leases, watch publish, applied_index) runs on the loop once the
+     thread is done. Conf changes and snapshots wait for the queue to drain first;
   6. ``advance``.
 
 Entry data of a NORMAL entry is msgpack ``[origin member id, request id, command]``; the
@@ -63,6 +69,7 @@ import os
 import random
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import msgpack
@@ -102,6 +109,8 @@ SNAPSHOT_CATCHUP_ENTRIES = 5000   # entries kept in the WAL behind a snapshot
 REQUEST_TIMEOUT_BASE_S = 5.0      # etcd: 5 s + 2 * election timeout
 CLUSTER_ID_DISCOVERY_TIMEOUT_S = 30.0
 DRIVER_STOP_TIMEOUT_S = 10.0
+BIG_APPLY_ENTRIES_MIN = 1024      # a committed batch this long is applied in the apply thread
+MAX_APPLY_BACKLOG_BATCHES = 4096  # committed batches queued behind a thread apply; beyond it the driver waits
 
 
 _ATTRIBUTE_FIELDS = ("name", "client_urls", "region", "zone", "peer_urls")
@@ -139,6 +148,30 @@ if hasattr(time, "CLOCK_BOOTTIME"):
         return time.clock_gettime(time.CLOCK_BOOTTIME)
 else:  # pragma: no cover - not Linux
     _tick_clock = time.monotonic
+
+
+def _is_big_command(cmd) -> bool:
+    """May applying ``cmd`` touch many keys (a cheap estimate, no store access)?"""
+    tc = type(cmd)
+    if tc is Put:
+        return False
+    if tc is DeleteRange:
+        return bool(cmd.range_end)
+    if tc is LeaseRevoke or tc is Compact:
+        return True
+    if tc is Txn:
+        return any(_is_big_command(op) for op in cmd.success) or any(_is_big_command(op) for op in cmd.failure)
+    return False
+
+
+def _is_big_apply(items: list) -> bool:
+    """Should this batch of (index, command) items be applied in the apply thread?"""
+    if len(items) >= BIG_APPLY_ENTRIES_MIN:
+        return True
+    for _index, cmd in items:
+        if _is_big_command(cmd):
+            return True
+    return False
 
 
 class _Dropped(Exception):
@@ -238,11 +271,18 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         self._stopping = False
         self._stats = {"turns": 0, "readies": 0, "entries_persisted": 0, "fsyncs": 0, "entries_applied": 0,
                        "apply_batches": 0, "proposals_batched": 0, "proposal_batches": 0,
-                       "snapshots_restored": 0, "snapshots_created": 0, "persist_hops": 0}
+                       "snapshots_restored": 0, "snapshots_created": 0, "persist_hops": 0,
+                       "thread_applies": 0, "apply_backlog_max": 0, "apply_drain_waits": 0}
         self._tasks: list[asyncio.Task] = []
         self._driver_task: asyncio.Task | None = None
         self._snapshot_task: asyncio.Task | None = None  # at most one snapshot being written
         self._syncer: SyncThread | None = None  # the WAL fsync thread (real disks only)
+        # Big applies (see _is_big_apply): at most one store apply runs in this thread at
+        # a time; batches committed meanwhile wait in _apply_backlog, in log order.
+        self._apply_executor: ThreadPoolExecutor | None = None
+        self._apply_job: asyncio.Future | None = None   # the thread's apply_batch
+        self._apply_job_ctx: tuple | None = None        # (ents, prepared) of that apply
+        self._apply_backlog: collections.deque = collections.deque()  # (ents, hs)
         self._started = False
         self._init_leases()
         self._init_membership()
@@ -271,6 +311,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             self._syncer.start(asyncio.get_running_loop())
         await self._resolve_cluster_id()
         self._build_rawnode()
+        self._apply_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"apply-{self.name}")
         try:
             from geokv.runtime.watch import WatchHub
 
@@ -318,6 +359,11 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 await asyncio.wait([self._driver_task])
         if self._snapshot_task is not None:
             await asyncio.wait([self._snapshot_task])
+        if self._apply_job is not None:
+            # The store is closed below: the thread's write txn must end first.
+            await asyncio.wait([self._apply_job])
+        if self._apply_executor is not None:
+            self._apply_executor.shutdown(wait=True)
         if self._syncer is not None:
             await asyncio.to_thread(self._syncer.stop)
         self._fail_all(errors.Stopped())
@@ -597,6 +643,10 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 self._wake.clear()
                 if self._stopping:
                     break
+                job = self._apply_job
+                if job is not None and job.done():
+                    await self._drain_applies(wait=False)
+                    await self._maybe_snapshot()
                 self._feed(rn)
                 self._stats["turns"] += 1
                 while rn.has_ready():
@@ -643,7 +693,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             rn.tick()
         if ticks or early:
             self._on_tick_turn()
-        actions = self._actions
+        # Actions wait while the apply thread runs: some of them (defragment's swap)
+        # replace the store's environment, which the thread's write txn is using.
+        actions = self._actions if self._apply_job is None else ()
         while actions:
             fn = actions.popleft()
             try:
@@ -752,7 +804,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                 if (rd.committed_entries and rd.hard_state is not None
                         and self.overlap_apply_with_fsync
                         and not any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries)):
-                    self._apply_entries(rd.committed_entries, rd.hard_state)
+                    await self._apply_committed(rd.committed_entries, rd.hard_state)
                     applied_early = True
                 await persist
         if rd.hard_state is not None:
@@ -774,10 +826,13 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                         fut.set_result(rs.index)
         if rd.committed_entries:
             if not applied_early:
-                self._apply_entries(rd.committed_entries, rd.hard_state)
-            if (self.applied_index - self.snapshot_index >= self.config.snapshot_count
-                    and self._snapshot_task is None):
-                await self._create_snapshot()
+                await self._apply_committed(rd.committed_entries, rd.hard_state)
+            await self._maybe_snapshot()
+
+    async def _maybe_snapshot(self) -> None:
+        if (self.applied_index - self.snapshot_index >= self.config.snapshot_count
+                and self._snapshot_task is None):
+            await self._create_snapshot()
 
     def _persist(self, hs, entries, snap, must_sync: bool) -> None:
         self.storage.save(hs, entries, snap)
@@ -795,6 +850,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         index = self.applied_index
         if original.data and index <= original.metadata.index:
             return original
+        if self._apply_job is not None or self._apply_backlog:
+            # The store may be ahead of applied_index (committed, not yet finished).
+            raise RuntimeError("an apply is in progress")
         try:
             term = self.storage.term(index)
         except Exception:
@@ -849,7 +907,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
     async def _restore_snapshot(self, snap: Snapshot) -> None:
         """A follower received the leader's snapshot: replace the store with it."""
         # In the loop thread on purpose: restore swaps the LMDB environment, which
-        # concurrent reads on the loop must never see half-done.
+        # concurrent reads on the loop must never see half-done. Earlier committed
+        # batches are applied first (the snapshot must not overtake them).
+        await self._drain_applies(wait=True)
         if self._snapshot_task is not None:  # it reads the environment being replaced
             await asyncio.wait([self._snapshot_task])
         self.store.restore(io.BytesIO(snap.data))
@@ -866,8 +926,67 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         self._wake_apply_waiters()
 
     # --- apply ------------------------------------------------------------------------
+    def _apply_pending(self) -> bool:
+        """Is a store apply running in the apply thread, or are batches queued behind it?"""
+        return self._apply_job is not None or bool(self._apply_backlog)
+
+    async def _apply_committed(self, ents, hs) -> None:
+        """Apply a Ready's committed entries: inline, in the apply thread, or queued
+        behind the apply running there (log order). Conf changes never go behind or
+        beside a thread apply: they wait for the queue to drain and apply inline, so the
+        RawNode's configuration is updated before this Ready's ``advance``."""
+        has_conf = any(e.type == EntryType.CONF_CHANGE for e in ents)
+        if self._apply_pending():
+            if has_conf or len(self._apply_backlog) >= MAX_APPLY_BACKLOG_BATCHES:
+                self._stats["apply_drain_waits"] += 1
+                await self._drain_applies(wait=True)
+            else:
+                self._apply_backlog.append((ents, hs))
+                if len(self._apply_backlog) > self._stats["apply_backlog_max"]:
+                    self._stats["apply_backlog_max"] = len(self._apply_backlog)
+                return
+        self._apply_now(ents, hs, allow_thread=not has_conf)
+
+    def _apply_now(self, ents, hs, *, allow_thread: bool) -> None:
+        """Nothing is pending: apply ``ents`` inline, or start it in the apply thread."""
+        prep = self._prepare_apply(ents, hs)
+        if allow_thread and self._apply_executor is not None and _is_big_apply(prep[0]):
+            self._stats["thread_applies"] += 1
+            job = asyncio.get_running_loop().run_in_executor(self._apply_executor, self.store.apply_batch, prep[0])
+            job.add_done_callback(lambda _f: self._wake.set())
+            self._apply_job, self._apply_job_ctx = job, (ents, prep)
+            return
+        items = prep[0]
+        self._finish_apply(ents, prep, self.store.apply_batch(items) if items else [])
+
+    async def _drain_applies(self, *, wait: bool) -> None:
+        """Finish the thread's apply if it is done (or, with ``wait``, once it is), then
+        apply the queued batches in order: inline, or the next big one in the thread.
+        With ``wait`` it returns only when nothing is pending."""
+        while True:
+            job = self._apply_job
+            if job is not None:
+                if not job.done():
+                    if not wait:
+                        return
+                    await asyncio.wait([job])
+                ents, prep = self._apply_job_ctx
+                self._apply_job = self._apply_job_ctx = None
+                self._finish_apply(ents, prep, job.result())  # a store bug raises: the driver dies loudly
+            if not self._apply_backlog:
+                return
+            ents, hs = self._apply_backlog.popleft()
+            self._apply_now(ents, hs, allow_thread=True)
+
     def _apply_entries(self, ents, hs) -> None:
-        """Apply committed entries (one LMDB txn), resolve their requests. No await."""
+        """Apply committed entries inline (one LMDB txn), resolve their requests. No await."""
+        prep = self._prepare_apply(ents, hs)
+        items = prep[0]
+        self._finish_apply(ents, prep, self.store.apply_batch(items) if items else [])
+
+    def _prepare_apply(self, ents, hs) -> tuple:
+        """Decode committed entries into store items (on the loop, before the apply):
+        (items, meta, confs, t0)."""
         if hs is not None and hs.term > self.term:
             self.term = hs.term
         for observe in self.apply_observers:
@@ -910,17 +1029,30 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     cmd = Noop()
             items.append((e.index, cmd))
             meta.append((origin, req, e.term, cmd))
-        results = store.apply_batch(items) if items else []
+        return items, meta, confs, t0
+
+    def _finish_apply(self, ents, prep: tuple, results: list) -> None:
+        """Everything after the store's apply (on the loop, in log order): requests,
+        leases, conf changes, applied_index, watch hub, waiters. No await."""
+        items, meta, confs, t0 = prep
+        store = self.store
         self._stats["apply_batches"] += 1
         self._stats["entries_applied"] += len(items)
+        hub = self.watch_hub
+        # Nobody watching: the events are not gathered (a watcher that starts later
+        # reads history from the store's change log); the hub still learns the revision.
+        collect = hub is not None and hub.has_watchers
         all_events: list = []
+        n_events = 0
         now = time.monotonic()
         membership_changed = False
         term = self.term
         is_leader = self.role == StateRole.LEADER
         for (origin, req, eterm, cmd), (res, events) in zip(meta, results):
             if events:
-                all_events.extend(events)
+                n_events += len(events)
+                if collect:
+                    all_events.extend(events)
             tc = type(cmd)
             if tc is LeaseGrant or tc is LeaseRevoke:
                 self._on_lease_applied(cmd, res, now)
@@ -951,9 +1083,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         metrics.raft_applied_index.set(self.applied_index)
         if membership_changed:
             self._refresh_peers()
-        if all_events and self.watch_hub is not None:
-            self.watch_hub.publish(all_events, store.revision)
-        if len(all_events) >= memory.TRIM_AFTER_EVENTS_MIN or len(items) >= memory.TRIM_AFTER_EVENTS_MIN:
+        if n_events and hub is not None:
+            hub.publish(all_events, store.revision)
+        if n_events >= memory.TRIM_AFTER_EVENTS_MIN or len(items) >= memory.TRIM_AFTER_EVENTS_MIN:
             # After this batch's events and results are gone (next loop step).
             asyncio.get_running_loop().call_soon(memory.trim_heap)
         # Followers: we are caught up with every leader commit we saw up to our applied index.

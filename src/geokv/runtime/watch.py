@@ -224,6 +224,12 @@ class WatchHub:
             self._by_key.setdefault(key, set()).add(w)
         return w
 
+    @property
+    def has_watchers(self) -> bool:
+        """Is anybody watching? If not, an applier may publish an empty batch (just the
+        revision): a watcher created later catches up from the store's change log."""
+        return bool(self._watchers)
+
     def publish(self, events: list[Any], revision: int) -> None:
         """Hand an applied batch to the watchers it concerns. Never blocks."""
         self._published_batches_total += 1
