@@ -79,7 +79,7 @@ def test_reads_after_restore_and_defragment_report_the_new_environment(tmp_dir):
 
 
 def test_point_reads_survive_the_environment_being_closed_and_reopened(kv):
-    """The runtime's defragment closes the environment itself and calls _open_env: the
+    """swap_in (restore, defragment) closes the environment and calls _open_env: the
     cached point-read txn of the old environment must not be used again."""
     kv.ok(Put(b"a", b"1"))
     s = kv.store

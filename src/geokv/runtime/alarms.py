@@ -145,10 +145,14 @@ class AlarmMixin(DefragMixin):
                              "defrag_copies_in_driver": 0}
         SPACE_METRICS.members.add(self)
 
+    def _alarms_now(self) -> tuple[tuple[int, int], ...]:
+        store = self.store
+        return () if store is None else store.alarms()  # None: not started yet
+
     @property
     def nospace_alarm(self) -> bool:
         """True while a NOSPACE alarm is active (for any member)."""
-        for _m, a in self.store.alarms():
+        for _m, a in self._alarms_now():
             if a == ALARM_NOSPACE:
                 return True
         return False
@@ -156,7 +160,7 @@ class AlarmMixin(DefragMixin):
     def alarm_list(self, alarm: int = ALARM_NONE) -> list[tuple[int, int]]:
         """The alarms as of this member's applied index, (member id, type) sorted; local,
         no barrier."""
-        return [(m, a) for m, a in self.store.alarms() if alarm == ALARM_NONE or a == alarm]
+        return [(m, a) for m, a in self._alarms_now() if alarm == ALARM_NONE or a == alarm]
 
     def alarm_status_errors(self) -> list[str]:
         """etcd's Status ``errors`` entries for the active alarms."""
@@ -164,7 +168,7 @@ class AlarmMixin(DefragMixin):
 
     def alarm_statistics(self) -> dict:
         st = dict(self._alarm_stats)
-        st.update(alarms=len(self.store.alarms()))
+        st.update(alarms=len(self._alarms_now()))
         return st
 
     # --- proposing alarm commands ---------------------------------------------------
