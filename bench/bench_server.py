@@ -8,7 +8,10 @@ Three members on loopback for each system. Two loads:
 For each: RSS per member and CPU seconds per 1,000 acknowledged writes summed over the
 members (utime+stime from /proc/<pid>/stat, before and after the write load).
 
-    python bench/bench_server.py [--load l] [--read-seconds 20] [--systems etcd,donothing,geokv]
+    python bench/bench_server.py [--load l] [--read-seconds 20] [--systems etcd,donothing,donothing_native,geokv]
+
+(donothing: grpcio's grpc.aio, the issue's reference ceiling; donothing_native: the same
+servicers behind geokv's native edge.)
 
 Prints a table and a final line `RESULT {json}`.
 """
@@ -129,12 +132,21 @@ class EtcdCluster:
 
 
 class DoNothingCluster(EtcdCluster):
+    """Three do-nothing servers on grpcio's grpc.aio: the issue's reference ceiling."""
+    edge = "grpcio"
+
     def __init__(self, base: str, n: int = 3) -> None:
         ports = free_ports(n)
         self.endpoints = [f"127.0.0.1:{p}" for p in ports]
-        self.procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "donothing_server.py"), str(p)],
+        self.procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "donothing_server.py"), str(p),
+                                        "--edge", self.edge],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                       for p in ports]
+
+
+class DoNothingNativeCluster(DoNothingCluster):
+    """The same do-nothing servicers behind geokv's native edge (the edge's own ceiling)."""
+    edge = "native"
 
 
 class GeokvCluster:
@@ -222,7 +234,8 @@ def run_loadgen(endpoints: list[str], seconds: float, processes: int, concurrenc
 
 def bench_system(name: str, args) -> dict:
     base = tempfile.mkdtemp(prefix=f"bench-{name}-")
-    cls = {"etcd": EtcdCluster, "donothing": DoNothingCluster, "geokv": GeokvCluster}[name]
+    cls = {"etcd": EtcdCluster, "donothing": DoNothingCluster, "donothing_native": DoNothingNativeCluster,
+           "geokv": GeokvCluster}[name]
     system = cls(base)
     try:
         wait_ready(system.endpoints)
@@ -268,17 +281,17 @@ def main() -> None:
         print(json.dumps(results[name]), flush=True)
 
     print()
-    print(f"{'system':<10} {'writes/s':>9} {'slowest s':>9} {'cpu s/1k w':>10} {'rss MiB':>16} "
+    print(f"{'system':<16} {'writes/s':>9} {'slowest s':>9} {'cpu s/1k w':>10} {'rss MiB':>16} "
           f"{'rh ops/s':>9} {'rh p50 ms':>9} {'rh p99 ms':>9} {'load1 before/after':>19}")
     for name, r in results.items():
         w, rh = r["write"], r["read_heavy"]
-        print(f"{name:<10} {w['writes_per_s'] or 0:>9.0f} {w['slowest_s'] or 0:>9.3f} "
+        print(f"{name:<16} {w['writes_per_s'] or 0:>9.0f} {w['slowest_s'] or 0:>9.3f} "
               f"{w['cpu_s_per_1000_writes'] or 0:>10.3f} {str(w['rss_mib_per_member']):>16} "
               f"{rh['ops_per_s']:>9.0f} {rh['p50_ms'] or 0:>9.2f} {rh['p99_ms'] or 0:>9.2f} "
               f"{w['loadavg_before'][0]:>9.2f}/{w['loadavg_after'][0]:<9.2f}")
     ratios = {}
     g = results.get("geokv", {}).get("write", {}).get("writes_per_s")
-    for ref in ("etcd", "donothing"):
+    for ref in ("etcd", "donothing", "donothing_native"):
         r = results.get(ref, {}).get("write", {}).get("writes_per_s")
         if g and r:
             ratios[f"geokv_vs_{ref}_writes"] = round(g / r, 3)
