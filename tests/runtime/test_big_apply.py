@@ -6,6 +6,7 @@ Real server processes (LocalCluster), real sockets, real LMDB. Before the apply 
 delete took 3-5 s on each member's event loop, longer than the election timeout used here.
 """
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +15,11 @@ import grpc
 import pytest
 
 from geokv.etcdpb import rpc_pb2, rpc_pb2_grpc
+from geokv.kv.types import DeleteRange, Put, Range
 from geokv.testing.cluster import LocalCluster
+from geokv.testing.inproc import InProcCluster
 
-pytestmark = pytest.mark.e2e
+from .conftest import run
 
 BIG_KEYS = 100_000
 TXN_OPS = 128               # etcd's default --max-txn-ops
@@ -74,6 +77,51 @@ def _terms(c: LocalCluster) -> list[tuple[int, int]]:
     return out
 
 
+SLOW_APPLY_S = 0.8          # injected delay of the range delete's store apply
+SHORT_TIMEOUT_S = 0.3       # request timeout, shorter than that apply
+
+
+def test_writes_queued_behind_a_slow_thread_apply_finish_in_log_order(tmp_path):
+    """The range delete's apply runs in the apply thread (slowed down here); the driver
+    keeps turning meanwhile, a put committed after it waits in the queue and is applied
+    after it, and neither times out although both outlast the request timeout."""
+    async def main():
+        async with InProcCluster(1, str(tmp_path)) as c:
+            m = await c.wait_leader()
+            for i in range(10):
+                await m.propose(Put(b"a/%d" % i, b"x"))
+            store = m.store
+            real_apply = store.apply_batch
+            in_thread: list[bool] = []
+
+            def slow_apply(items):
+                if any(type(cmd) is DeleteRange and cmd.range_end for _, cmd in items):
+                    in_thread.append(threading.current_thread() is not threading.main_thread())
+                    time.sleep(SLOW_APPLY_S)
+                return real_apply(items)
+
+            store.apply_batch = slow_apply
+            m.request_timeout_s = SHORT_TIMEOUT_S
+            try:
+                turns = m.statistics()["turns"]
+                delete = asyncio.ensure_future(m.propose(DeleteRange(b"a/", b"a0")))
+                await asyncio.sleep(0.1)
+                put = asyncio.ensure_future(m.propose(Put(b"b", b"1")))
+                await asyncio.sleep(0.2)
+                assert not delete.done() and not put.done()
+                d, p = await delete, await put
+            finally:
+                store.apply_batch = real_apply
+            assert in_thread == [True]
+            assert d.deleted == 10 and p.revision == d.revision + 1
+            st = m.statistics()
+            assert st["thread_applies"] >= 1 and st["turns"] > turns + 2
+            res = await m.read(Range(b"a/", b"a0"), mode="linearizable")
+            assert res.count == 0
+    run(main())
+
+
+@pytest.mark.e2e
 @pytest.mark.timeout(120)
 def test_delete_of_100k_keys_keeps_the_term_and_the_puts(tmp_path):
     with LocalCluster(3, str(tmp_path), **TIMING) as c:

@@ -111,6 +111,7 @@ CLUSTER_ID_DISCOVERY_TIMEOUT_S = 30.0
 DRIVER_STOP_TIMEOUT_S = 10.0
 BIG_APPLY_ENTRIES_MIN = 1024      # a committed batch this long is applied in the apply thread
 MAX_APPLY_BACKLOG_BATCHES = 4096  # committed batches queued behind a thread apply; beyond it the driver waits
+APPLY_TIMEOUT_GRACE_S = 30.0      # a write timing out while an apply is pending waits this much longer
 
 
 _ATTRIBUTE_FIELDS = ("name", "client_urls", "region", "zone", "peer_urls")
@@ -978,12 +979,6 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
             ents, hs = self._apply_backlog.popleft()
             self._apply_now(ents, hs, allow_thread=True)
 
-    def _apply_entries(self, ents, hs) -> None:
-        """Apply committed entries inline (one LMDB txn), resolve their requests. No await."""
-        prep = self._prepare_apply(ents, hs)
-        items = prep[0]
-        self._finish_apply(ents, prep, self.store.apply_batch(items) if items else [])
-
     def _prepare_apply(self, ents, hs) -> tuple:
         """Decode committed entries into store items (on the loop, before the apply):
         (items, meta, confs, t0)."""
@@ -1216,6 +1211,17 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     if time.monotonic() >= deadline:
                         break
                 except asyncio.TimeoutError:
+                    if self._apply_pending():
+                        # Probably committed and queued behind the apply thread (with the
+                        # apply on the loop no timer could fire meanwhile): its outcome
+                        # comes when the queue drains, so wait for it a bounded while.
+                        fut = loop.create_future()
+                        self._pending[req_id] = (fut, t_start)
+                        self._deadlines.add(fut, time.monotonic() + APPLY_TIMEOUT_GRACE_S)
+                        try:
+                            return await fut
+                        except (asyncio.TimeoutError, _Dropped):
+                            pass
                     break
             metrics.proposals_failed.inc()
             if self.leader_id == 0:
