@@ -94,11 +94,11 @@ def test_writes_queued_behind_a_slow_thread_apply_finish_in_log_order(tmp_path):
             real_apply = store.apply_batch
             in_thread: list[bool] = []
 
-            def slow_apply(items):
+            def slow_apply(items, **kw):
                 if any(type(cmd) is DeleteRange and cmd.range_end for _, cmd in items):
                     in_thread.append(threading.current_thread() is not threading.main_thread())
                     time.sleep(SLOW_APPLY_S)
-                return real_apply(items)
+                return real_apply(items, **kw)
 
             store.apply_batch = slow_apply
             m.request_timeout_s = SHORT_TIMEOUT_S
@@ -118,6 +118,45 @@ def test_writes_queued_behind_a_slow_thread_apply_finish_in_log_order(tmp_path):
             assert st["thread_applies"] >= 1 and st["turns"] > turns + 2
             res = await m.read(Range(b"a/", b"a0"), mode="linearizable")
             assert res.count == 0
+    run(main())
+
+
+def test_a_watcher_that_starts_during_an_apply_without_events_gets_them(tmp_path):
+    """With nobody watching, the store builds no events; a watcher subscribed while such
+    an apply runs (in the apply thread) still receives that apply's events (from the
+    store's change log)."""
+    async def main():
+        async with InProcCluster(1, str(tmp_path)) as c:
+            m = await c.wait_leader()
+            for i in range(10):
+                await m.propose(Put(b"a/%d" % i, b"x"))
+            hub, store = m.watch_hub, m.store
+            assert not hub.has_watchers
+            real_apply = store.apply_batch
+            calls: list[bool] = []
+
+            def slow_apply(items, **kw):
+                if any(type(cmd) is DeleteRange and cmd.range_end for _, cmd in items):
+                    calls.append(kw.get("events", True))
+                    time.sleep(SLOW_APPLY_S)
+                return real_apply(items, **kw)
+
+            store.apply_batch = slow_apply
+            try:
+                delete = asyncio.ensure_future(m.propose(DeleteRange(b"a/", b"a0")))
+                await asyncio.sleep(0.2)
+                assert not delete.done()
+                w = hub.subscribe(b"a/", b"a0")
+                d = await delete
+            finally:
+                store.apply_batch = real_apply
+            assert calls == [False]  # nobody watched when the apply started
+            got = await w.next_batch(timeout_s=5)
+            assert got is not None, "the watcher missed the delete"
+            events, rev = got
+            assert rev == d.revision
+            assert sorted(e.kv.key for e in events) == [b"a/%d" % i for i in range(10)]
+            w.close()
     run(main())
 
 

@@ -136,6 +136,21 @@ def _boot_id() -> str:
         return "unknown"
 
 
+class _Discard(list):
+    """An events list that keeps nothing (apply_batch(events=False))."""
+
+    __slots__ = ()
+
+    def append(self, _item) -> None:
+        pass
+
+    def extend(self, _items) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
 class MVCCStore(LeaseMemberTables, Maintenance):
     """The replicated state machine: see the module docstring for the rules it keeps."""
 
@@ -164,6 +179,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         # Point reads reuse one read txn and cursor while no commit has happened since
         # it began (see _point_reader); the lock gives it to one thread at a time.
         self._point_lock = threading.Lock()
+        self._want_events = True  # apply_batch(events=...) of the batch being applied
         self._point = None
         self.unclean_reboot = self._mark_open()
         self._remove_scratch_dirs()  # left by a crash during restore or defragment
@@ -304,16 +320,23 @@ class MVCCStore(LeaseMemberTables, Maintenance):
 
     # --- apply ------------------------------------------------------------------------
 
-    def apply_batch(self, items: list[tuple[int, object]]) -> list[tuple[object, list[Event]]]:
+    def apply_batch(self, items: list[tuple[int, object]], *,
+                    events: bool = True) -> list[tuple[object, list[Event]]]:
         """Apply (raft_index, command) pairs in one LMDB write transaction.
 
         Returns one (result or GeoKVError, events) pair per item, in order; an item whose
         index is <= applied_index was applied before and gets (None, []).  A user error
         leaves the state unchanged except for the applied index.  Any other exception is a
         bug: the whole batch is rolled back and the exception propagates.
+
+        ``events=False``: no Event objects are built (every item gets ``[]``); the state
+        and the change log are exactly the same. For an applier with nobody watching:
+        whoever wants the history later reads it from the change log (``events()``).
+        This is most of a large DeleteRange's memory (an Event and two KeyValues per key).
         """
         out: list[tuple[object, list[Event]]] = []
         handlers = self._handlers
+        self._want_events = events
         # Until this batch is published below, no read may take the cached state or
         # reuse the cached point-read txn: one that began after the commit must see
         # it (a thread's reads never go back in time).  Dropping the cached txn also
@@ -373,15 +396,16 @@ class MVCCStore(LeaseMemberTables, Maintenance):
                             self._applied = index
                             if self._ctodo:
                                 self._compact_chunk(min(self.compact_noop_chunk_log_rows, self.compact_chunk_log_rows))
-                            out.append((result, [Event(_EVENT_PUT, KeyValue(key, create, rev, version, value, 0), prev)]))
+                            out.append((result, [Event(_EVENT_PUT, KeyValue(key, create, rev, version, value, 0), prev)]
+                                                 if events else []))
                             continue
                         self._applied = index
                         if self._ctodo:
                             self._compact_chunk(min(self.compact_noop_chunk_log_rows, self.compact_chunk_log_rows))
                         out.append((result, []))
                         continue
-                    events: list[Event] = []
-                    self._events = events
+                    evs: list[Event] = [] if events else _DISCARD
+                    self._events = evs
                     self._wrev = self._rev + 1
                     self._sub = 0
                     try:
@@ -399,7 +423,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
                             self._compact_chunk(noop_rows)
                         else:
                             self._compact_chunk(min(noop_rows, self.compact_chunk_log_rows * (changes or 1)))
-                    out.append((result, events))
+                    out.append((result, evs if events else []))
                 # Every write txn writes the state row, so each commit gets a txn id of
                 # its own and the read snapshot cache below can never pair an id with
                 # the state of another commit.
@@ -502,10 +526,11 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         return DeleteResult(self._wrev if deleted else self._rev, deleted, prev_kvs)
 
     def _delete(self, key: bytes, range_end: bytes, want_prev: bool) -> tuple[int, list[KeyValue]]:
-        prev_kvs = self._tombstones(scan_live(self._cur, key, range_end, 0), key if not range_end else None)
-        return len(prev_kvs), (prev_kvs if want_prev else [])
+        n, prev_kvs = self._tombstones(scan_live(self._cur, key, range_end, 0), key if not range_end else None,
+                                       keep=want_prev)
+        return n, (prev_kvs if want_prev else [])
 
-    def _tombstones(self, victims, key: bytes | None = None) -> list[KeyValue]:
+    def _tombstones(self, victims, key: bytes | None = None, keep: bool = True) -> tuple[int, list[KeyValue]]:
         """Delete the live versions ``victims`` ((prefix, composite key, record) in key
         order, as scan_live yields them; may be a scan of the batch's kv cursor) at
         (self._wrev, self._sub...); returns their KeyValues.  ``key``: the user key
@@ -515,10 +540,14 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         change-log row and one event.  Nothing is written until the scan is done
         (each record is dropped as soon as its KeyValue is built, so a large delete
         holds one copy of the deleted values, the prev_kvs); then the rows go in with
-        one putmulti per database (the log rows appended).
+        one putmulti per database (the log rows appended).  Returns (count, kvs);
+        with ``keep=False`` and events off (``apply_batch(events=False)``) no
+        KeyValue is built at all and kvs is empty.
         """
         rev, sub = self._wrev, self._sub
         inv_rev = M64 - rev
+        want_events = self._want_events
+        build = keep or want_events
         events = self._events
         append_event = events.append
         kv_rows: list[tuple[bytes, bytes]] = []
@@ -531,28 +560,32 @@ class MVCCStore(LeaseMemberTables, Maintenance):
         redone: list[int] = []  # victims this txn wrote before (prev_kv needs a lookup)
         for prefix, ckey, rec in victims:
             k = key if key is not None else user_key(prefix)
-            create, version, lease = _hdr_unpack_from(rec)
-            mod = M64 - _inv_main_from(ckey, len(ckey) - 12)[0]
-            kv = KeyValue(k, create, mod, version, rec[HDR_BYTES:], lease)
-            add_kv(kv)
+            if build:
+                create, version, lease = _hdr_unpack_from(rec)
+                mod = M64 - _inv_main_from(ckey, len(ckey) - 12)[0]
+                kv = KeyValue(k, create, mod, version, rec[HDR_BYTES:], lease)
+                add_kv(kv)
+                if want_events:
+                    if mod == rev:
+                        redone.append(len(events))
+                    append_event(Event(_EVENT_DELETE, KeyValue(k, 0, rev, 0, b"", 0), kv))
+            else:
+                lease = _hdr_unpack_from(rec)[2]
             tkey = prefix + _rev_pack(inv_rev, M32 - sub)
             add_kv_row((tkey, b""))
             add_log_row((_rev_pack(rev, sub), k))
             added_bytes += len(tkey) + 12 + len(k)
             if lease:
                 lease_rows.append(_ID.pack(lease) + k)
-            if mod == rev:
-                redone.append(len(events))
-            append_event(Event(_EVENT_DELETE, KeyValue(k, 0, rev, 0, b"", 0), kv))
             sub += 1
-        if not kvs:
-            return kvs
+        n = len(kv_rows)
+        if not n:
+            return 0, kvs
         for i in redone:
             # etcd's prev_kv is the key at revision - 1, before this txn's own writes.
             ev = events[i]
             k = ev.kv.key
             ev.prev_kv = self._prev_before(key_prefix(k), k)
-        n = len(kvs)
         if self._cur.putmulti(kv_rows, dupdata=False) != (n, n):
             raise AssertionError(f"tombstones of revision {rev} overwrote rows")
         if self._logcur.putmulti(log_rows, dupdata=False, append=True) != (n, n):
@@ -563,7 +596,7 @@ class MVCCStore(LeaseMemberTables, Maintenance):
                 txn.delete(row, db=lkeys)
         self._data_bytes += added_bytes
         self._sub = sub
-        return kvs
+        return n, kvs
 
     def _apply_range(self, r: Range, index: int) -> RangeResult:
         validate_command(r)

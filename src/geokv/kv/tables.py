@@ -76,7 +76,7 @@ class LeaseMemberTables:
         keys = self._lease_keys_in(txn, r.id)
         # Sorted, so every replica deletes in the same sub-revision order.
         victims = (row for key in keys for row in scan_live(self._cur, key, b"", 0))
-        deleted = len(self._tombstones(victims))
+        deleted = self._tombstones(victims, keep=False)[0]
         txn.delete(lkey, db=self._lease)
         return LeaseRevokeResult(self._wrev if self._sub else self._rev, deleted)
 

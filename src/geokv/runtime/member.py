@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import io
 import itertools
@@ -953,12 +954,13 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         prep = self._prepare_apply(ents, hs)
         if allow_thread and self._apply_executor is not None and _is_big_apply(prep[0]):
             self._stats["thread_applies"] += 1
-            job = asyncio.get_running_loop().run_in_executor(self._apply_executor, self.store.apply_batch, prep[0])
+            job = asyncio.get_running_loop().run_in_executor(
+                self._apply_executor, functools.partial(self.store.apply_batch, prep[0], events=prep[4]))
             job.add_done_callback(lambda _f: self._wake.set())
             self._apply_job, self._apply_job_ctx = job, (ents, prep)
             return
         items = prep[0]
-        self._finish_apply(ents, prep, self.store.apply_batch(items) if items else [])
+        self._finish_apply(ents, prep, self.store.apply_batch(items, events=prep[4]) if items else [])
 
     async def _drain_applies(self, *, wait: bool) -> None:
         """Finish the thread's apply if it is done (or, with ``wait``, once it is), then
@@ -981,7 +983,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
 
     def _prepare_apply(self, ents, hs) -> tuple:
         """Decode committed entries into store items (on the loop, before the apply):
-        (items, meta, confs, t0)."""
+        (items, meta, confs, t0, with_events)."""
         if hs is not None and hs.term > self.term:
             self.term = hs.term
         for observe in self.apply_observers:
@@ -1024,12 +1026,17 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     cmd = Noop()
             items.append((e.index, cmd))
             meta.append((origin, req, e.term, cmd))
-        return items, meta, confs, t0
+        # Nobody watching: the store builds no events at all (a watcher that starts later
+        # reads history from the store's change log; one that starts while this batch is
+        # applied is resynced from the log in _finish_apply).
+        hub = self.watch_hub
+        with_events = hub is None or hub.has_watchers
+        return items, meta, confs, t0, with_events
 
     def _finish_apply(self, ents, prep: tuple, results: list) -> None:
         """Everything after the store's apply (on the loop, in log order): requests,
         leases, conf changes, applied_index, watch hub, waiters. No await."""
-        items, meta, confs, t0 = prep
+        items, meta, confs, t0, with_events = prep
         store = self.store
         self._stats["apply_batches"] += 1
         self._stats["entries_applied"] += len(items)
@@ -1078,8 +1085,13 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         metrics.raft_applied_index.set(self.applied_index)
         if membership_changed:
             self._refresh_peers()
-        if n_events and hub is not None:
-            hub.publish(all_events, store.revision)
+        if hub is not None:
+            if not with_events and hub.has_watchers:
+                # A watcher arrived while this batch was applied without events: it
+                # catches up from the store's change log instead of the live feed.
+                hub.on_store_restored()
+            elif n_events or store.revision > hub.revision:
+                hub.publish(all_events, store.revision)
         if n_events >= memory.TRIM_AFTER_EVENTS_MIN or len(items) >= memory.TRIM_AFTER_EVENTS_MIN:
             # After this batch's events and results are gone (next loop step).
             asyncio.get_running_loop().call_soon(memory.trim_heap)
