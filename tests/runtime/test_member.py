@@ -286,3 +286,30 @@ def test_full_proposal_queue_gives_too_many_requests(tmp_path, monkeypatch):
             res = await m.read(Range(b"k", b"l"), mode="linearizable")
             assert res.count == len(done)
     run(main())
+
+
+#: The write's deadline: far past the lone leader's step-down (check-quorum, about one
+#: 200 ms election timeout), so the write is still pending when the leader is gone.
+NO_QUORUM_WRITE_TIMEOUT_S = 6.0
+
+
+def test_a_write_raft_took_is_never_refused_as_no_leader(tmp_path):
+    """A proposal the leader appended may still commit (a later leader can carry it), so its
+    timeout must be "request timed out" (outcome unknown), never "no leader": clients resend
+    writes refused with "no leader", which would apply this one twice."""
+    async def main():
+        async with InProcCluster(3, str(tmp_path), heartbeat_ms=20, election_ms=200) as c:
+            leader = await c.wait_leader()
+            for i, m in enumerate(c.members):
+                if m is not leader:
+                    await c.stop_member(i)
+            write = asyncio.ensure_future(leader.propose(Put(b"k", b"v"), timeout_s=NO_QUORUM_WRITE_TIMEOUT_S))
+            while leader.leader_id != 0:  # check-quorum: the leader alone steps down
+                assert not write.done(), "the leader did not step down before the write's deadline"
+                await asyncio.sleep(0.02)
+            assert not write.done()
+            assert leader.storage.last_index() > leader.commit_index  # appended, never committed
+            with pytest.raises((errors.Timeout, errors.TimeoutDueToLeaderFail)) as exc_info:
+                await write
+            assert not isinstance(exc_info.value, errors.NoLeader)
+    run(main())

@@ -70,6 +70,7 @@ import os
 import random
 import struct
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -232,6 +233,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         # driver state (owned by the driver task) -----------------------------------
         self._inbox: collections.deque[Message] = collections.deque()
         self._proposals: collections.deque = collections.deque()   # (kind, data, fut)
+        # Futures of proposals the driver handed to Raft (appended, or forwarded to the
+        # leader): such a write may still commit, so its failure is never "no leader".
+        self._handed: weakref.WeakSet = weakref.WeakSet()
         self._read_queue: list[asyncio.Future] = []
         self._read_rounds: dict[bytes, tuple[float, list[asyncio.Future]]] = {}
         self._read_seq = itertools.count(1)
@@ -720,6 +724,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     rn.propose_conf_change(data)
                 except Exception as exc:  # ProposalDropped (or a refused conf change)
                     fut.set_exception(_Dropped(str(exc)))
+                else:
+                    self._handed.add(fut)
             if batch:
                 self._stats["proposal_batches"] += 1
                 self._stats["proposals_batched"] += len(batch)
@@ -729,6 +735,9 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     for fut in batch_futs:
                         if not fut.done():
                             fut.set_exception(_Dropped(str(exc)))
+                else:
+                    for fut in batch_futs:
+                        self._handed.add(fut)
         if self._read_queue:
             waiters, self._read_queue = self._read_queue, []
             ctx = struct.pack(">QQ", self.id, next(self._read_seq))
@@ -1207,6 +1216,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
         loop = asyncio.get_running_loop()
         t_start = time.monotonic()
         leader_at_start = self.leader_id
+        handed = False  # Raft got this entry at some attempt: its outcome is unknown
         try:
             for _attempt in range(MAX_PROPOSE_ATTEMPTS):
                 await self._wait_leader(deadline)
@@ -1223,6 +1233,7 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                     if time.monotonic() >= deadline:
                         break
                 except asyncio.TimeoutError:
+                    handed = handed or fut in self._handed
                     if self._apply_pending():
                         # Probably committed and queued behind the apply thread (with the
                         # apply on the loop no timer could fire meanwhile): its outcome
@@ -1236,8 +1247,8 @@ class Member(LeaseMixin, MembershipMixin, AlarmMixin):
                             pass
                     break
             metrics.proposals_failed.inc()
-            if self.leader_id == 0:
-                raise errors.NoLeader()
+            if self.leader_id == 0 and not handed:
+                raise errors.NoLeader()  # never reached Raft: safe for the client to resend
             if self.leader_id != leader_at_start:
                 raise errors.TimeoutDueToLeaderFail()
             raise errors.Timeout()
