@@ -66,6 +66,10 @@ def test_emulated_wan_delays_each_request_by_the_servers_region(geo_cluster):
 QUORUM_LOSS_WAIT_S = 20.0
 #: How long the first "no leader" refusal may take to show in the client's counters.
 REFUSAL_WAIT_S = 20.0
+#: The put's budget: the refusal, then a Python + gRPC member restart and an election,
+#: which take seconds idle but far longer on a loaded 2-core machine (a 30 s budget ran
+#: out once in ~30 runs beside four CPU burners).
+RESEND_BUDGET_S = 120.0
 
 
 def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(geo_cluster):
@@ -83,7 +87,7 @@ def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(geo_c
     while c.status(0).leader != 0:  # the survivor notices it has lost its quorum
         assert time.monotonic() < deadline, "survivor kept a leader without a quorum"
         time.sleep(0.1)
-    with Client([survivor], timeout_s=30) as client:
+    with Client([survivor], timeout_s=RESEND_BUDGET_S) as client:
         stats = client.statistics()  # live counters
 
         def restart_after_a_refusal():
@@ -97,6 +101,9 @@ def test_a_write_refused_with_no_leader_is_resent_and_applied_exactly_once(geo_c
         restarter.start()
         try:
             client.put("/noleader/counter", "1")
+        except Exception as exc:
+            logs = "\n".join(f"--- member {i} (running: {c.is_running(i)}):\n{c.tail_log(i)}" for i in range(3))
+            raise AssertionError(f"the resent put failed: {exc!r}; stats {stats}\n{logs}") from exc
         finally:
             restarter.join()
         assert stats.refused_before_execution >= 1 and stats.outcome_unknown == 0
