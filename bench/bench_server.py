@@ -33,47 +33,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from geokv.testing.ports import free_ports  # noqa: E402
+from procstat import cpu_seconds, rss_breakdown_mib, rss_mib  # noqa: E402  (bench/ is sys.path[0])
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 60.0
 CHECK_PERF_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 120.0      # longest wait for the cluster to settle after the write load
 SETTLE_LATENCY_S = 0.5        # an etcdctl get (process start included) this fast counts as settled
 SETTLE_FAST_IN_A_ROW = 3
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except FileNotFoundError:
-        pass
-    return 0.0
-
-
-def rss_breakdown_mib(pid: int) -> dict[str, float]:
-    """RssAnon (heap: Python objects, buffers) and RssFile (mapped files: LMDB pages,
-    shared libraries; the kernel can drop these) of one process, MiB."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("RssAnon:", "RssFile:")):
-                    out[line.split(":")[0]] = round(int(line.split()[1]) / 1024.0, 1)
-    except FileNotFoundError:
-        pass
-    return out
 
 
 def loadavg() -> list[float]:

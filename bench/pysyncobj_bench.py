@@ -38,32 +38,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from procstat import cpu_seconds, rss_mib  # noqa: E402  (bench/ is the script's directory)
+
 READY_TIMEOUT_S = 60.0          # cluster start and leader election
 RUN_MARGIN_S = 120.0            # extra time a child may take beyond its run
 ERRORS_MAX = 100_000            # a client gives up after this many failed writes
 LATENCY_SAMPLES_MAX = 500_000
 GEOKV_REQUEST_TIMEOUT_S = 10.0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 def loadavg() -> list[float]:
@@ -177,7 +158,7 @@ def bench_pysyncobj(args) -> dict:
         load0 = loadavg()
         line = procs[0].stdout.readline()
         cpu1 = [cpu_seconds(p.pid) for p in procs]
-        rss = [rss_mib(p.pid) for p in procs]
+        rss = [round(rss_mib(p.pid), 1) for p in procs]
         res = json.loads(line) if line.strip() else {"error": "node 0 printed nothing"}
         # CPU includes start-up and the election; small next to the run itself.
         cpu = sum(cpu1) - sum(cpu0)
@@ -296,7 +277,7 @@ def bench_geokv(args) -> dict[str, dict]:
             res["cpu_s_per_1000_writes"] = round(cpu / total_writes * 1000, 3) if total_writes else None
             res["cpu_s_per_1000_writes_note"] = ("3 members, over warm-up + run (client process not included: "
                                                  "client_cpu_s_per_1000_writes)")
-            res["rss_mib_per_member"] = [rss_mib(p) for p in pids]
+            res["rss_mib_per_member"] = [round(rss_mib(p), 1) for p in pids]
             res["loadavg_before"], res["loadavg_after"] = load0, loadavg()
             res["leader_index"] = cluster.leader_index()
             out[f"geokv/{transport}"] = res
